@@ -1,0 +1,89 @@
+//! Image signatures (magic bytes), through the `image` crate's format detection.
+
+use image::ImageFormat;
+
+/// Bytes of a payload's start that always suffice to recognise a signature (WebP needs 12).
+pub const PROBE_LEN: usize = 12;
+
+/// The formats `auto` accepts as proof that a length header is followed by an image.
+const AUTO_FORMATS: [ImageFormat; 6] = [
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::Gif,
+    ImageFormat::Bmp,
+    ImageFormat::WebP,
+    ImageFormat::Tiff,
+];
+
+/// What the start of a payload says about its being an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signature {
+    /// Starts with the signature of one of the formats `auto` accepts.
+    Image(ImageFormat),
+    /// Enough bytes were seen: not one of those formats.
+    NotImage,
+    /// Too few bytes yet to tell.
+    NeedMore,
+}
+
+/// Classifies `start`, the first bytes of a payload of `payload_len` bytes.
+pub fn classify(start: &[u8], payload_len: u64) -> Signature {
+    if let Some(format) = image_format(start).filter(|f| AUTO_FORMATS.contains(f)) {
+        return Signature::Image(format);
+    }
+    let enough = (PROBE_LEN as u64).min(payload_len) as usize;
+    if start.len() >= enough {
+        Signature::NotImage
+    } else {
+        Signature::NeedMore
+    }
+}
+
+/// The image format a payload's magic bytes name, if the `image` crate knows it.
+pub fn image_format(payload: &[u8]) -> Option<ImageFormat> {
+    image::guess_format(payload).ok()
+}
+
+/// The file extension for a payload: the format's usual one (`jpg`, `png`, …), else `bin`.
+pub fn extension(format: Option<ImageFormat>) -> &'static str {
+    format
+        .and_then(|f| f.extensions_str().first().copied())
+        .unwrap_or("bin")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_the_auto_formats() {
+        let cases: [(&[u8], ImageFormat); 7] = [
+            (b"\xff\xd8\xff\xe0", ImageFormat::Jpeg),
+            (b"\x89PNG\r\n\x1a\n", ImageFormat::Png),
+            (b"GIF89a", ImageFormat::Gif),
+            (b"BM", ImageFormat::Bmp),
+            (b"RIFF\x10\0\0\0WEBP", ImageFormat::WebP),
+            (b"II*\0", ImageFormat::Tiff),
+            (b"MM\0*", ImageFormat::Tiff),
+        ];
+        for (bytes, format) in cases {
+            assert_eq!(classify(bytes, 1000), Signature::Image(format));
+        }
+    }
+
+    #[test]
+    fn needs_more_until_the_probe_is_full() {
+        assert_eq!(classify(b"RIFF", 1000), Signature::NeedMore);
+        assert_eq!(classify(b"hello world!", 1000), Signature::NotImage);
+        assert_eq!(classify(b"hel", 3), Signature::NotImage);
+        // Known to the image crate, but not a camera format auto accepts.
+        assert_eq!(classify(b"P6 garbage..", 1000), Signature::NotImage);
+    }
+
+    #[test]
+    fn extensions() {
+        assert_eq!(extension(Some(ImageFormat::Jpeg)), "jpg");
+        assert_eq!(extension(Some(ImageFormat::Png)), "png");
+        assert_eq!(extension(None), "bin");
+    }
+}

@@ -1,0 +1,5 @@
+//! framegate: receives images and camera frames from many devices over TCP and hands every
+//! complete frame to the sinks its configuration names.
+#![deny(missing_docs)]
+
+pub mod framing;
