@@ -2,4 +2,8 @@
 //! complete frame to the sinks its configuration names.
 #![deny(missing_docs)]
 
+pub mod config;
+pub mod frame;
 pub mod framing;
+pub mod identity;
+pub mod sink;

@@ -1,0 +1,102 @@
+//! The config file's shape, exactly as serde reads it. Validation lives in `super`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::framing::Framing;
+use crate::sink::template::TimeZone;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub state_dir: Option<PathBuf>,
+    pub max_connections: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Spanned<ListenerSection>>,
+    #[serde(default)]
+    pub devices: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<Spanned<SinkSection>>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub level: Option<Spanned<String>>,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    pub name: Spanned<String>,
+    pub bind: Spanned<String>,
+    #[serde(default = "default_framing")]
+    pub framing: Framing,
+    pub max_frame_bytes: Option<Spanned<ByteSize>>,
+    pub idle_timeout: Option<Spanned<HumanDuration>>,
+    pub backlog: Option<Spanned<u32>>,
+}
+
+fn default_framing() -> Framing {
+    Framing::Auto
+}
+
+/// The kinds of sink (`type = …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkType {
+    /// `type = "file"`.
+    File,
+    /// `type = "discard"`.
+    Discard,
+}
+
+/// One `[[sink]]`. Keys that only some types take are options here and checked per type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSection {
+    pub name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub kind: SinkType,
+    pub path: Option<Spanned<String>>,
+    pub fsync: Option<Spanned<bool>>,
+    pub time_zone: Option<Spanned<TimeZone>>,
+    pub workers: Option<Spanned<usize>>,
+    pub queue_capacity: Option<Spanned<usize>>,
+}
+
+/// A duration written the human way: `"60s"`, `"1m 30s"`, `"250ms"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"60s\", \"5m\" or \"250ms\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(s).map(HumanDuration).map_err(|e| {
+                    E::custom(format!(
+                        "invalid duration {s:?} ({e}); write a number and a unit, e.g. \"60s\", \"5m\", \"250ms\""
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_str(DurationVisitor)
+    }
+}

@@ -1,0 +1,339 @@
+//! Configuration: the TOML file ([`file`]) read with serde, then validated into a [`Config`].
+//!
+//! Every error names the file, the line and column, and the key ([`ConfigError`]), so
+//! `framegate check` and a failing start tell the operator exactly what to fix.
+
+mod error;
+mod file;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use log::LevelFilter;
+use toml::Spanned;
+
+pub use self::error::ConfigError;
+use self::file::{FileConfig, SinkSection, SinkType};
+use crate::framing::Framing;
+use crate::sink::file::FileSinkConfig;
+use crate::sink::template::PathTemplate;
+
+/// The configuration used when `framegate run` gets no `--config`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+/// How error messages name the embedded default.
+pub const EMBEDDED_NAME: &str = "<embedded default config>";
+
+/// Default `max_frame_bytes`: 32 MiB, several times a full-resolution camera JPEG.
+pub const DEFAULT_MAX_FRAME_BYTES: u64 = 32 << 20;
+/// Default `idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default listen backlog, large enough for thousands of devices reconnecting at once.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+/// Default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default `state_dir` in a config file.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/framegate";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from: a file path or [`EMBEDDED_NAME`].
+    pub source: String,
+    /// Where sequence numbers (and later features) keep state.
+    pub state_dir: PathBuf,
+    /// Cap on open device connections, all listeners together.
+    pub max_connections: usize,
+    /// Log verbosity.
+    pub log_level: LevelFilter,
+    /// The listeners, in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// Peer IP → device name, for framings that carry no device id.
+    pub devices: HashMap<IpAddr, String>,
+    /// The sinks, in file order; every frame goes to each.
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// Its name, in frame identity and logs.
+    pub name: String,
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// What devices on it send.
+    pub framing: Framing,
+    /// Largest payload accepted; larger announcements close the connection.
+    pub max_frame_bytes: u64,
+    /// A connection silent this long, between or inside frames, is closed.
+    pub idle_timeout: Duration,
+    /// Listen backlog (pending connections the kernel queues).
+    pub backlog: u32,
+}
+
+/// One `[[sink]]`.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Its name, in logs.
+    pub name: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// Frames queued before the devices feeding it are paused.
+    pub queue_capacity: usize,
+    /// What it does.
+    pub kind: SinkKind,
+}
+
+/// The sink types and their settings.
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    /// Writes each frame to a file.
+    File(FileSinkConfig),
+    /// Counts and drops.
+    Discard,
+}
+
+impl SinkKind {
+    /// The `type` name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkKind::File(_) => "file",
+            SinkKind::Discard => "discard",
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let label = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::whole_file(&label, format!("cannot read the config file: {e}"))
+        })?;
+        Config::parse(&source, &label)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Config {
+        Config::parse(EMBEDDED_DEFAULT, EMBEDDED_NAME)
+            .expect("the embedded default config is valid")
+    }
+
+    /// Validates `source`, naming it `label` in errors.
+    pub fn parse(source: &str, label: &str) -> Result<Config, ConfigError> {
+        let raw: FileConfig = toml::from_str(source).map_err(|e| match e.span() {
+            Some(span) => ConfigError::at(label, source, span, e.message().trim()),
+            None => ConfigError::whole_file(label, e.message().trim()),
+        })?;
+        Validator { source, label }.validate(raw)
+    }
+}
+
+/// Turns the file's shape into a [`Config`], pointing each error at its place.
+struct Validator<'a> {
+    source: &'a str,
+    label: &'a str,
+}
+
+impl Validator<'_> {
+    fn err<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.label, self.source, spanned.span(), message)
+    }
+
+    fn validate(&self, raw: FileConfig) -> Result<Config, ConfigError> {
+        let log_level = match &raw.log.level {
+            None => LevelFilter::Info,
+            Some(level) => LevelFilter::from_str(level.get_ref()).map_err(|_| {
+                self.err(
+                    level,
+                    "unknown log level; use error, warn, info, debug or trace",
+                )
+            })?,
+        };
+        let max_connections = match &raw.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(self.err(n, "max_connections must be at least 1"))
+            }
+            Some(n) => *n.get_ref(),
+        };
+        if raw.listeners.is_empty() {
+            return Err(ConfigError::whole_file(
+                self.label,
+                "no [[listener]] table: devices would have nowhere to connect; add one with name, bind and framing",
+            ));
+        }
+        if raw.sinks.is_empty() {
+            return Err(ConfigError::whole_file(
+                self.label,
+                "no [[sink]] table: received frames would have nowhere to go; add one, e.g. [[sink]] name = \"archive\" type = \"file\" path = \"/var/lib/framegate/frames/{device}/{seq}.{ext}\"",
+            ));
+        }
+        let mut listeners = Vec::new();
+        let mut names = HashSet::new();
+        for section in raw.listeners {
+            let listener = self.listener(section.get_ref())?;
+            if !names.insert(listener.name.clone()) {
+                return Err(self.err(&section.get_ref().name, "another listener has this name"));
+            }
+            listeners.push(listener);
+        }
+        let mut devices = HashMap::new();
+        for (ip, name) in &raw.devices {
+            let addr = IpAddr::from_str(ip.get_ref().trim()).map_err(|_| {
+                self.err(
+                    ip,
+                    "[devices] keys are peer IP addresses, e.g. \"192.168.1.20\"",
+                )
+            })?;
+            if name.get_ref().trim().is_empty() {
+                return Err(self.err(name, "a device name must not be empty"));
+            }
+            devices.insert(addr, name.get_ref().clone());
+        }
+        let mut sinks = Vec::new();
+        let mut names = HashSet::new();
+        for section in &raw.sinks {
+            let sink = self.sink(section)?;
+            if !names.insert(sink.name.clone()) {
+                return Err(self.err(&section.get_ref().name, "another sink has this name"));
+            }
+            sinks.push(sink);
+        }
+        Ok(Config {
+            source: self.label.to_string(),
+            state_dir: raw
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            max_connections,
+            log_level,
+            listeners,
+            devices,
+            sinks,
+        })
+    }
+
+    fn listener(&self, raw: &file::ListenerSection) -> Result<ListenerConfig, ConfigError> {
+        let name = self.name(&raw.name)?;
+        let bind = resolve(raw.bind.get_ref()).map_err(|why| self.err(&raw.bind, why))?;
+        let max_frame_bytes = match &raw.max_frame_bytes {
+            None => DEFAULT_MAX_FRAME_BYTES,
+            Some(size) if size.get_ref().as_u64() == 0 => {
+                return Err(self.err(size, "max_frame_bytes must be more than 0"))
+            }
+            // Frames are held in memory; keep them addressable on 32-bit gateways too.
+            Some(size) if size.get_ref().as_u64() > u64::from(u32::MAX) => {
+                return Err(self.err(size, "max_frame_bytes must be at most 4GiB"))
+            }
+            Some(size) => size.get_ref().as_u64(),
+        };
+        let idle_timeout = match &raw.idle_timeout {
+            None => DEFAULT_IDLE_TIMEOUT,
+            Some(d) if d.get_ref().0.is_zero() => {
+                return Err(self.err(d, "idle_timeout must be more than 0"))
+            }
+            Some(d) => d.get_ref().0,
+        };
+        let backlog = match &raw.backlog {
+            None => DEFAULT_BACKLOG,
+            Some(b) if *b.get_ref() == 0 => return Err(self.err(b, "backlog must be at least 1")),
+            Some(b) => *b.get_ref(),
+        };
+        Ok(ListenerConfig {
+            name,
+            bind,
+            framing: raw.framing,
+            max_frame_bytes,
+            idle_timeout,
+            backlog,
+        })
+    }
+
+    fn sink(&self, section: &Spanned<SinkSection>) -> Result<SinkConfig, ConfigError> {
+        let raw = section.get_ref();
+        let name = self.name(&raw.name)?;
+        let positive = |v: &Option<Spanned<usize>>, default: usize, key: &str| match v {
+            None => Ok(default),
+            Some(n) if *n.get_ref() == 0 => Err(self.err(n, format!("{key} must be at least 1"))),
+            Some(n) => Ok(*n.get_ref()),
+        };
+        let (default_workers, default_queue) = match raw.kind {
+            SinkType::File => (2, 64),
+            SinkType::Discard => (1, 64),
+        };
+        let workers = positive(&raw.workers, default_workers, "workers")?;
+        let queue_capacity = positive(&raw.queue_capacity, default_queue, "queue_capacity")?;
+        let kind = match raw.kind {
+            SinkType::File => {
+                let path = raw.path.as_ref().ok_or_else(|| {
+                    self.err(
+                        section,
+                        format!("file sink {name:?} has no `path`; add e.g. path = \"/var/lib/framegate/frames/{{device}}/{{date}}/{{time}}-{{seq}}.{{ext}}\""),
+                    )
+                })?;
+                let template =
+                    PathTemplate::parse(path.get_ref()).map_err(|why| self.err(path, why))?;
+                SinkKind::File(FileSinkConfig {
+                    path: template,
+                    fsync: raw.fsync.as_ref().is_none_or(|f| *f.get_ref()),
+                    time_zone: raw
+                        .time_zone
+                        .as_ref()
+                        .map(|t| *t.get_ref())
+                        .unwrap_or_default(),
+                })
+            }
+            SinkType::Discard => {
+                let file_only = [
+                    raw.path.as_ref().map(|p| p.span()),
+                    raw.fsync.as_ref().map(|p| p.span()),
+                    raw.time_zone.as_ref().map(|p| p.span()),
+                ];
+                if let Some(span) = file_only.into_iter().flatten().next() {
+                    return Err(ConfigError::at(
+                        self.label,
+                        self.source,
+                        span,
+                        "only file sinks take path, fsync and time_zone; remove it or set type = \"file\"",
+                    ));
+                }
+                SinkKind::Discard
+            }
+        };
+        Ok(SinkConfig {
+            name,
+            workers,
+            queue_capacity,
+            kind,
+        })
+    }
+
+    fn name(&self, name: &Spanned<String>) -> Result<String, ConfigError> {
+        let text = name.get_ref();
+        if text.is_empty() || text.chars().any(|c| c.is_control()) {
+            return Err(self.err(
+                name,
+                "a name must be non-empty text without control characters",
+            ));
+        }
+        Ok(text.clone())
+    }
+}
+
+/// Parses `host:port`, resolving a host name (such as `localhost`) once, at load time.
+fn resolve(bind: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = bind.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = bind.to_socket_addrs().map_err(|e| {
+        format!("cannot use {bind:?} as a listen address ({e}); write IP:PORT, e.g. \"0.0.0.0:1919\" or \"[::]:1919\"")
+    })?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{bind:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests;

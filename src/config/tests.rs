@@ -1,0 +1,118 @@
+use super::*;
+
+const VALID: &str = r#"
+state_dir = "/tmp/fg-state"
+max_connections = 500
+
+[log]
+level = "debug"
+
+[[listener]]
+name = "devices"
+bind = "127.0.0.1:1919"
+framing = "ascii-length"
+max_frame_bytes = "8MiB"
+idle_timeout = "1m 30s"
+
+[devices]
+"192.168.137.47" = "door-cam"
+
+[[sink]]
+name = "null"
+type = "discard"
+queue_capacity = 8
+"#;
+
+fn parse(src: &str) -> Result<Config, ConfigError> {
+    Config::parse(src, "test.toml")
+}
+
+#[test]
+fn valid_config_reads_every_key() {
+    let config = parse(VALID).unwrap();
+    assert_eq!(config.state_dir, PathBuf::from("/tmp/fg-state"));
+    assert_eq!(config.max_connections, 500);
+    assert_eq!(config.log_level, LevelFilter::Debug);
+    let l = &config.listeners[0];
+    assert_eq!(l.name, "devices");
+    assert_eq!(l.bind, "127.0.0.1:1919".parse().unwrap());
+    assert_eq!(l.framing, Framing::AsciiLength);
+    assert_eq!(l.max_frame_bytes, 8 << 20);
+    assert_eq!(l.idle_timeout, Duration::from_secs(90));
+    assert_eq!(l.backlog, DEFAULT_BACKLOG);
+    assert_eq!(
+        config.devices[&"192.168.137.47".parse::<IpAddr>().unwrap()],
+        "door-cam"
+    );
+    assert_eq!(config.sinks[0].queue_capacity, 8);
+    assert!(matches!(config.sinks[0].kind, SinkKind::Discard));
+}
+
+#[test]
+fn unknown_key_names_line_and_key() {
+    let src = VALID.replace(
+        "idle_timeout = \"1m 30s\"",
+        "idle_timeout = \"1m\"\nidle_timout = \"5s\"",
+    );
+    let err = parse(&src).unwrap_err().to_string();
+    assert!(err.starts_with("test.toml:14:"), "{err}");
+    assert!(err.contains("idle_timout"), "{err}");
+}
+
+#[test]
+fn bad_duration_names_line_and_key() {
+    let src = VALID.replace("\"1m 30s\"", "\"sixty\"");
+    let err = parse(&src).unwrap_err();
+    assert_eq!(err.position.map(|p| p.0), Some(13), "{err}");
+    assert_eq!(err.key.as_deref(), Some("idle_timeout"));
+    assert!(err.message.contains("invalid duration \"sixty\""), "{err}");
+}
+
+#[test]
+fn bad_size_names_the_key() {
+    let src = VALID.replace("\"8MiB\"", "\"lots\"");
+    let err = parse(&src).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("max_frame_bytes"), "{err}");
+    assert_eq!(err.position.map(|p| p.0), Some(12), "{err}");
+}
+
+#[test]
+fn missing_sink_is_explained() {
+    let src = &VALID[..VALID.find("[[sink]]").unwrap()];
+    let err = parse(src).unwrap_err().to_string();
+    assert!(err.contains("no [[sink]] table"), "{err}");
+}
+
+#[test]
+fn discard_sink_rejects_file_keys() {
+    let src = VALID.replace("queue_capacity = 8", "path = \"/tmp/x/{seq}\"");
+    let err = parse(&src).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("path"));
+    assert!(err.message.contains("only file sinks"), "{err}");
+}
+
+#[test]
+fn bad_device_ip_and_framing() {
+    let src = VALID.replace("\"192.168.137.47\"", "\"door\"");
+    let err = parse(&src).unwrap_err();
+    assert!(err.message.contains("peer IP"), "{err}");
+    let src = VALID.replace("\"ascii-length\"", "\"ascii\"");
+    let err = parse(&src).unwrap_err().to_string();
+    assert!(err.contains("test.toml:11:"), "{err}");
+}
+
+#[test]
+fn duplicate_names_are_rejected() {
+    let src = format!("{VALID}\n[[sink]]\nname = \"null\"\ntype = \"discard\"\n");
+    let err = parse(&src).unwrap_err();
+    assert!(err.message.contains("another sink has this name"), "{err}");
+}
+
+#[test]
+fn embedded_default_is_valid() {
+    let config = Config::embedded_default();
+    assert_eq!(config.listeners[0].bind, "0.0.0.0:1919".parse().unwrap());
+    assert_eq!(config.listeners[0].framing, Framing::Auto);
+    assert_eq!(config.state_dir, PathBuf::from("./state"));
+    assert!(matches!(config.sinks[0].kind, SinkKind::File(_)));
+}

@@ -1,0 +1,50 @@
+//! A received frame: its identity and its payload.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use image::ImageFormat;
+
+use crate::framing::signature;
+
+/// One complete frame as it travels from the event loop to the sinks.
+///
+/// Sinks receive it as `Arc<Frame>`, so a frame fanned out to several sinks is stored once.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Name of the listener that received it (`[[listener]] name`).
+    pub listener: Arc<str>,
+    /// The device: its `[devices]` name, else the peer's IP address as text.
+    pub device: Arc<str>,
+    /// The TCP peer the frame came from.
+    pub peer: SocketAddr,
+    /// Per-device sequence number; never repeats for a device, across restarts too.
+    pub seq: u64,
+    /// When the frame's last byte arrived.
+    pub received_at: SystemTime,
+    /// The image format its magic bytes name, if any.
+    pub format: Option<ImageFormat>,
+    /// The payload exactly as the device sent it.
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// Payload size in bytes.
+    pub fn size(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// File extension for the payload: `jpg`, `png`, … or `bin` when not an image.
+    pub fn extension(&self) -> &'static str {
+        signature::extension(self.format)
+    }
+
+    /// Short human name of the format, for logs: `jpeg`, `png`, … or `unknown`.
+    pub fn format_name(&self) -> String {
+        match self.format {
+            Some(f) => format!("{f:?}").to_ascii_lowercase(),
+            None => "unknown".to_string(),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Who sent a frame, and its number: device names and per-device sequence numbers.
+
+mod devices;
+mod sequences;
+mod store;
+
+pub use self::devices::DeviceNames;
+pub use self::sequences::{Sequences, RESERVE_BLOCK};
+pub use self::store::{SequenceStore, StoreError};

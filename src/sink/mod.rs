@@ -1,0 +1,52 @@
+//! Sinks: where complete frames go.
+//!
+//! Each sink runs on worker threads of its own ([`worker`]); the event loop only hands frames to
+//! bounded queues and reads completions back. A sink's `commit` may block (disk, child
+//! processes, upstream hosts): it never runs on the loop thread.
+
+pub mod discard;
+pub mod file;
+pub mod template;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::frame::Frame;
+
+/// What a sink reports once it has committed a frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Where the frame now lives, for sinks that store it in a file.
+    pub path: Option<PathBuf>,
+}
+
+/// Why a sink could not commit a frame. The message is for the operator's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkError {
+    /// What failed, where, and the OS error (errno) when there is one.
+    pub message: String,
+}
+
+impl SinkError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        SinkError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+/// A destination for frames. Implementations are shared by all of the sink's worker threads.
+pub trait Sink: Send + Sync {
+    /// Stores, forwards or otherwise handles one frame; returns once the frame is committed
+    /// (for the file sink: renamed into place and fsynced).
+    fn commit(&self, frame: &Frame) -> Result<Committed, SinkError>;
+}
