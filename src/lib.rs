@@ -6,4 +6,7 @@ pub mod config;
 pub mod frame;
 pub mod framing;
 pub mod identity;
+pub mod logging;
+pub mod net;
+pub mod send;
 pub mod sink;

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 
 use serde::{Deserialize, Serialize};
 
@@ -122,13 +122,17 @@ impl SequenceStore {
 
     /// Moves the store to a thread of its own. Each batch of reservations sent to the returned
     /// channel is written once (batches that queued up meanwhile are merged into one write) and
-    /// reported through `done`, with the reservations it covered.
-    pub fn spawn_writer<F>(mut self, done: F) -> mpsc::Sender<Vec<(Arc<str>, u64)>>
+    /// reported through `done`, with the reservations it covered. Closing the channel ends the
+    /// thread, which hands the store back through its join handle (for [`SequenceStore::settle`]).
+    pub fn spawn_writer<F>(
+        mut self,
+        done: F,
+    ) -> (mpsc::Sender<Vec<(Arc<str>, u64)>>, JoinHandle<Self>)
     where
         F: Fn(Vec<(Arc<str>, u64)>, Result<(), StoreError>) + Send + 'static,
     {
         let (tx, rx) = mpsc::channel::<Vec<(Arc<str>, u64)>>();
-        thread::Builder::new()
+        let handle = thread::Builder::new()
             .name("fg-sequences".into())
             .spawn(move || {
                 while let Ok(mut batch) = rx.recv() {
@@ -138,9 +142,10 @@ impl SequenceStore {
                     let result = self.reserve(&batch);
                     done(batch, result);
                 }
+                self
             })
             .expect("spawn the sequence store thread");
-        tx
+        (tx, handle)
     }
 }
 

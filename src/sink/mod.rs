@@ -6,6 +6,7 @@
 
 pub mod discard;
 pub mod file;
+pub mod pool;
 pub mod template;
 
 use std::fmt;

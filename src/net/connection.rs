@@ -1,0 +1,239 @@
+//! One device connection: its socket, its decoder, and what it is waiting for.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use mio::net::TcpStream;
+
+use crate::framing::{DecodeError, Decoder, Event};
+
+/// Read straight into a frame's buffer when at least this much of it is still missing;
+/// smaller remainders go through the shared scratch buffer, which also picks up the next
+/// header in the same read.
+const DIRECT_READ_MIN: usize = 16 * 1024;
+
+/// Bytes one connection may read per turn before others get theirs.
+const READ_BUDGET: usize = 1 << 20;
+
+/// Who is on the other end, for frame identity and log lines.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Index of the listener that accepted it.
+    pub listener: usize,
+    /// That listener's name.
+    pub listener_name: Arc<str>,
+    /// The device name.
+    pub device: Arc<str>,
+    /// The TCP peer address.
+    pub addr: SocketAddr,
+}
+
+/// A complete payload and when its last byte arrived.
+#[derive(Debug)]
+pub struct Received {
+    /// The frame's bytes.
+    pub payload: Vec<u8>,
+    /// Arrival of the last byte.
+    pub at: SystemTime,
+}
+
+/// Takes complete frames from connections, or hands them back when it cannot take them now.
+pub trait Admit {
+    /// Accepts the frame, or returns it if sinks or sequence numbers are not ready.
+    fn admit(&mut self, peer: &Peer, frame: Received) -> Result<(), Received>;
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub enum Closed {
+    /// The device closed its side between frames.
+    PeerClosed,
+    /// The device sent the u32le end-of-stream marker.
+    EndOfStream,
+    /// The bytes could not be decoded (or the device closed mid-frame).
+    Decode(DecodeError),
+    /// A socket error.
+    Io(io::Error),
+}
+
+/// Where a connection stands after [`Connection::pump`].
+#[derive(Debug)]
+pub enum Pumped {
+    /// Read until the socket had nothing more; waiting for the next readiness event.
+    Idle,
+    /// Used its read budget; more may be waiting. Pump again after others had a turn.
+    MoreToRead,
+    /// Holding a frame the sinks cannot take yet; not reading until it is admitted.
+    Stalled,
+    /// Finished; the caller deregisters and drops it.
+    Closed(Closed),
+}
+
+/// One device connection's state machine.
+pub struct Connection {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Identity of the peer.
+    pub peer: Peer,
+    /// Last time bytes arrived (or the connection was unstalled).
+    pub last_activity: Instant,
+    /// Frames admitted so far.
+    pub frames: u64,
+    /// Bytes read so far.
+    pub bytes: u64,
+    decoder: Decoder,
+    held: Option<Received>,
+    /// Bytes read past a stalled frame, fed once it is admitted. At most one scratch buffer.
+    pending: Vec<u8>,
+    ended: bool,
+}
+
+impl Connection {
+    /// A new connection using `decoder`.
+    pub fn new(stream: TcpStream, peer: Peer, decoder: Decoder, now: Instant) -> Self {
+        Connection {
+            stream,
+            peer,
+            last_activity: now,
+            frames: 0,
+            bytes: 0,
+            decoder,
+            held: None,
+            pending: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// The decoder, for log lines (framing in use, frame in progress).
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// True while a complete frame waits for the sinks.
+    pub fn is_stalled(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Offers only the held frame (during shutdown nothing new is read); true once nothing is
+    /// held any more.
+    pub fn hand_over(&mut self, admit: &mut dyn Admit) -> bool {
+        if let Some(frame) = self.held.take() {
+            if let Err(frame) = self.offer(frame, admit) {
+                self.held = Some(frame);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Moves bytes: offers a held frame, feeds held-back bytes, then reads until the socket
+    /// would block, the read budget is spent, or a frame cannot be admitted.
+    pub fn pump(&mut self, scratch: &mut [u8], admit: &mut dyn Admit, now: Instant) -> Pumped {
+        if let Some(frame) = self.held.take() {
+            if let Err(frame) = self.offer(frame, admit) {
+                self.held = Some(frame);
+                return Pumped::Stalled;
+            }
+            // Paused time is not idleness.
+            self.last_activity = now;
+        }
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            match self.feed(&pending, admit) {
+                Err(err) => return Pumped::Closed(Closed::Decode(err)),
+                Ok(Some(stop)) => {
+                    self.pending = pending[stop..].to_vec();
+                    return Pumped::Stalled;
+                }
+                Ok(None) => {}
+            }
+        }
+        let mut budget = READ_BUDGET;
+        loop {
+            if self.ended {
+                return Pumped::Closed(Closed::EndOfStream);
+            }
+            if budget == 0 {
+                return Pumped::MoreToRead;
+            }
+            let direct = self
+                .decoder
+                .payload_window()
+                .is_some_and(|w| w.len() >= DIRECT_READ_MIN);
+            let read = match self.decoder.payload_window() {
+                Some(window) if direct => self.stream.read(window),
+                _ => self.stream.read(scratch),
+            };
+            let n = match read {
+                Ok(0) => {
+                    return Pumped::Closed(match self.decoder.finish() {
+                        Ok(()) => Closed::PeerClosed,
+                        Err(err) => Closed::Decode(err),
+                    })
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Pumped::Idle,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Pumped::Closed(Closed::Io(e)),
+            };
+            self.bytes += n as u64;
+            self.last_activity = now;
+            budget = budget.saturating_sub(n);
+            if direct {
+                if let Some(Event::Frame(payload)) = self.decoder.payload_filled(n) {
+                    let frame = Received {
+                        payload,
+                        at: SystemTime::now(),
+                    };
+                    if let Err(frame) = self.offer(frame, admit) {
+                        self.held = Some(frame);
+                        return Pumped::Stalled;
+                    }
+                }
+                continue;
+            }
+            match self.feed(&scratch[..n], admit) {
+                Err(err) => return Pumped::Closed(Closed::Decode(err)),
+                Ok(Some(stop)) => {
+                    self.pending = scratch[stop..n].to_vec();
+                    return Pumped::Stalled;
+                }
+                Ok(None) => {}
+            }
+        }
+    }
+
+    /// Feeds `bytes` to the decoder, offering each frame. Returns where it stopped if a frame
+    /// was refused (the frame is then held), `None` once every byte was used.
+    fn feed(&mut self, bytes: &[u8], admit: &mut dyn Admit) -> Result<Option<usize>, DecodeError> {
+        let mut used = 0;
+        while used < bytes.len() {
+            let fed = self.decoder.feed(&bytes[used..])?;
+            used += fed.consumed;
+            match fed.event {
+                Some(Event::Frame(payload)) => {
+                    let frame = Received {
+                        payload,
+                        at: SystemTime::now(),
+                    };
+                    if let Err(frame) = self.offer(frame, admit) {
+                        self.held = Some(frame);
+                        return Ok(Some(used));
+                    }
+                }
+                // Any byte after the marker makes the next feed fail with DataAfterEnd.
+                Some(Event::End) => self.ended = true,
+                None => {}
+            }
+        }
+        Ok(None)
+    }
+
+    fn offer(&mut self, frame: Received, admit: &mut dyn Admit) -> Result<(), Received> {
+        admit.admit(&self.peer, frame)?;
+        self.frames += 1;
+        Ok(())
+    }
+}

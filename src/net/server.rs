@@ -1,0 +1,574 @@
+//! The event loop: one thread, one `mio::Poll`, every listener and device socket.
+//!
+//! Fixed tokens for the waker and signals, one per listener, and a counter that only grows for
+//! connections (a stale event can never reach a newer connection). Nothing here blocks: frames
+//! go to sink workers through bounded queues, completions and sequence reservations come back
+//! through one channel and one `Waker`. A connection whose frame the sinks cannot take yet
+//! stops being read, so TCP flow control pushes back on that device and memory stays bounded.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use super::connection::{Closed, Connection, Peer, Pumped};
+use super::intake::Intake;
+use super::{limits, listener};
+use crate::config::{Config, ListenerConfig};
+use crate::framing::{DecodeError, Decoder};
+use crate::identity::{DeviceNames, SequenceStore, Sequences, StoreError};
+use crate::sink::pool::{Completion, SinkPool};
+
+const WAKER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const FIRST_LISTENER: usize = 2;
+const FIRST_CONNECTION: usize = 1 << 20;
+
+/// Size of the one read buffer all connections share (the loop reads one socket at a time).
+pub const SCRATCH_BYTES: usize = 64 * 1024;
+/// How often idle connections are looked for.
+const SWEEP_EVERY: Duration = Duration::from_millis(200);
+/// How long a shutdown waits for received frames to reach their sinks.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What worker threads send back to the loop.
+enum Message {
+    Sink(Completion),
+    Reserved(Vec<(Arc<str>, u64)>, Result<(), StoreError>),
+}
+
+struct ListenerSlot {
+    config: ListenerConfig,
+    name: Arc<str>,
+    socket: TcpListener,
+}
+
+/// A failure that stops the daemon from starting; the message says what to fix.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// The running daemon.
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<Option<ListenerSlot>>,
+    conns: HashMap<Token, Connection>,
+    next_token: usize,
+    max_connections: usize,
+    accept_paused: bool,
+    names: DeviceNames,
+    intake: Intake,
+    messages: Receiver<Message>,
+    store_thread: Option<JoinHandle<SequenceStore>>,
+    /// Connections holding a frame the sinks could not take, oldest first.
+    stalled: VecDeque<Token>,
+    /// Connections that used their read budget and may have more to read.
+    runnable: VecDeque<Token>,
+    scratch: Box<[u8]>,
+    signals: Signals,
+    shutdown_deadline: Option<Instant>,
+    next_sweep: Instant,
+}
+
+impl Server {
+    /// Opens the state, starts the sinks, binds every listener. Logs `listening on ADDR` for
+    /// each, then `framegate ready`.
+    pub fn start(config: &Config) -> Result<Server, StartError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| StartError(format!("{what}: {e}"));
+        match limits::raise_nofile() {
+            Ok(limit) if limit < config.max_connections as u64 + limits::RESERVED_FDS => warn!(
+                "open-file limit is {limit}, below max_connections = {} plus {}; raise LimitNOFILE (systemd) or ulimit -n",
+                config.max_connections,
+                limits::RESERVED_FDS
+            ),
+            Ok(_) => {}
+            Err(e) => warn!("cannot raise the open-file limit: {e}"),
+        }
+        let store = SequenceStore::open(&config.state_dir).map_err(|e| StartError(e.0))?;
+        let sequences = Sequences::new(store.marks());
+
+        let poll = Poll::new().map_err(|e| fail("cannot create the event loop", &e))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(|e| fail("cannot create the waker", &e))?,
+        );
+        let (tx, messages) = mpsc::channel();
+
+        let (sink_tx, sink_waker) = (tx.clone(), waker.clone());
+        let pool = SinkPool::start(
+            &config.sinks,
+            Arc::new(move |c| {
+                let _ = sink_tx.send(Message::Sink(c));
+                let _ = sink_waker.wake();
+            }),
+        )
+        .map_err(|e| fail("cannot start sink workers", &e))?;
+
+        let (store_tx, store_waker) = (tx, waker);
+        let (reservations, store_thread) = store.spawn_writer(move |batch, result| {
+            let _ = store_tx.send(Message::Reserved(batch, result));
+            let _ = store_waker.wake();
+        });
+
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for (i, lc) in config.listeners.iter().enumerate() {
+            let mut socket = listener::bind(lc.bind, lc.backlog).map_err(|e| {
+                StartError(format!(
+                    "listener {:?} cannot listen on {}: {e}; is another program using the port?",
+                    lc.name, lc.bind
+                ))
+            })?;
+            let local = socket
+                .local_addr()
+                .map_err(|e| fail("cannot read the bound address", &e))?;
+            poll.registry()
+                .register(&mut socket, Token(FIRST_LISTENER + i), Interest::READABLE)
+                .map_err(|e| fail("cannot register a listener", &e))?;
+            info!(
+                "listener {:?} ({}, max_frame_bytes {}, idle_timeout {}) listening on {local}",
+                lc.name,
+                lc.framing,
+                lc.max_frame_bytes,
+                humantime::format_duration(lc.idle_timeout)
+            );
+            listeners.push(Some(ListenerSlot {
+                name: Arc::from(lc.name.as_str()),
+                config: lc.clone(),
+                socket,
+            }));
+        }
+        let mut signals = Signals::new([SIGTERM, SIGINT])
+            .map_err(|e| fail("cannot install signal handlers", &e))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| fail("cannot register signals", &e))?;
+
+        let sinks: Vec<String> = config
+            .sinks
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.kind.type_name()))
+            .collect();
+        info!(
+            "framegate ready: {} listener(s), sinks {}, state in {}",
+            listeners.len(),
+            sinks.join(", "),
+            config.state_dir.display()
+        );
+        Ok(Server {
+            poll,
+            listeners,
+            conns: HashMap::new(),
+            next_token: FIRST_CONNECTION,
+            max_connections: config.max_connections,
+            accept_paused: false,
+            names: DeviceNames::new(&config.devices),
+            intake: Intake {
+                pool,
+                sequences,
+                reservations,
+            },
+            messages,
+            store_thread: Some(store_thread),
+            stalled: VecDeque::new(),
+            runnable: VecDeque::new(),
+            scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
+            signals,
+            shutdown_deadline: None,
+            next_sweep: Instant::now() + SWEEP_EVERY,
+        })
+    }
+
+    /// The address each listener is bound to, in config order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .flatten()
+            .filter_map(|l| l.socket.local_addr().ok())
+            .collect()
+    }
+
+    /// Runs until SIGTERM or SIGINT and a graceful drain.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let timeout = if self.runnable.is_empty() {
+                self.next_sweep.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {} // drained below, whatever woke us
+                    SIGNALS => self.on_signal(),
+                    Token(t) if t < FIRST_CONNECTION => self.accept(t - FIRST_LISTENER),
+                    token => self.pump(token),
+                }
+            }
+            self.drain_messages();
+            for _ in 0..self.runnable.len() {
+                if let Some(token) = self.runnable.pop_front() {
+                    self.pump(token);
+                }
+            }
+            if Instant::now() >= self.next_sweep {
+                self.sweep();
+            }
+            if self.shutdown_done() {
+                break;
+            }
+        }
+        self.finish();
+        Ok(())
+    }
+
+    fn accept(&mut self, index: usize) {
+        let Some(Some(slot)) = self.listeners.get(index) else {
+            return;
+        };
+        loop {
+            if self.conns.len() >= self.max_connections {
+                if !self.accept_paused {
+                    warn!(
+                        "max_connections = {} reached; new devices wait in the listen backlog until a connection closes",
+                        self.max_connections
+                    );
+                }
+                self.accept_paused = true;
+                return;
+            }
+            let (mut stream, addr) = match slot.socket.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the connection stays in the backlog; retry on the
+                    // next sweep rather than spin.
+                    error!("listener {:?}: accept failed: {e}", slot.config.name);
+                    self.accept_paused = true;
+                    return;
+                }
+            };
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE)
+            {
+                error!("connection from {addr}: cannot register: {e}");
+                continue;
+            }
+            let peer = Peer {
+                listener: index,
+                listener_name: slot.name.clone(),
+                device: self.names.name_for(addr.ip()),
+                addr,
+            };
+            info!(
+                "connection from {addr} (device {}) on {:?}",
+                peer.device, slot.config.name
+            );
+            let decoder = Decoder::new(slot.config.framing, slot.config.max_frame_bytes);
+            self.conns.insert(
+                token,
+                Connection::new(stream, peer, decoder, Instant::now()),
+            );
+            // Data may have arrived before registration; edge-triggered events would not say.
+            self.runnable.push_back(token);
+        }
+    }
+
+    fn pump(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return; // a spurious or stale event
+        };
+        if conn.is_stalled() || self.shutdown_deadline.is_some() {
+            return; // resumed from drain_messages; shutdown reads nothing new
+        }
+        let outcome = conn.pump(&mut self.scratch, &mut self.intake, Instant::now());
+        self.after_pump(token, outcome);
+    }
+
+    fn after_pump(&mut self, token: Token, outcome: Pumped) {
+        match outcome {
+            Pumped::Idle => {}
+            Pumped::MoreToRead => self.runnable.push_back(token),
+            Pumped::Stalled => self.stalled.push_back(token),
+            Pumped::Closed(why) => self.close(token, why),
+        }
+    }
+
+    /// Applies completions and reservations, then lets stalled connections retry.
+    fn drain_messages(&mut self) {
+        let mut progress = false;
+        while let Ok(message) = self.messages.try_recv() {
+            progress = true;
+            match message {
+                Message::Sink(c) => {
+                    let sink = self.intake.pool.complete(&c);
+                    let f = &c.frame;
+                    match &c.result {
+                        Ok(done) => debug!(
+                            "frame {}#{} ({} bytes, {}) committed by {sink} in {:?}{}",
+                            f.device,
+                            f.seq,
+                            f.size(),
+                            f.format_name(),
+                            c.elapsed,
+                            done.path
+                                .as_ref()
+                                .map(|p| format!(" as {}", p.display()))
+                                .unwrap_or_default()
+                        ),
+                        Err(e) => error!(
+                            "sink {sink}: frame {}#{} from {} ({} bytes) not stored: {e}",
+                            f.device,
+                            f.seq,
+                            f.peer,
+                            f.size()
+                        ),
+                    }
+                }
+                Message::Reserved(batch, Ok(())) => {
+                    for (device, mark) in &batch {
+                        self.intake.sequences.reserved(device, *mark);
+                    }
+                }
+                Message::Reserved(batch, Err(e)) => {
+                    error!("cannot reserve sequence numbers, frames wait: {e}");
+                    for (device, _) in &batch {
+                        self.intake.sequences.reservation_failed(device);
+                    }
+                }
+            }
+        }
+        if progress {
+            self.resume_stalled();
+        }
+    }
+
+    /// Gives each stalled connection, oldest first, a chance to hand over its frame.
+    fn resume_stalled(&mut self) {
+        for _ in 0..self.stalled.len() {
+            if !self.intake.pool.has_room() {
+                return;
+            }
+            let Some(token) = self.stalled.pop_front() else {
+                return;
+            };
+            let Some(conn) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            let outcome = if self.shutdown_deadline.is_some() {
+                // Hand over the frame already received; read nothing new.
+                match conn.hand_over(&mut self.intake) {
+                    true => Pumped::Closed(Closed::PeerClosed),
+                    false => Pumped::Stalled,
+                }
+            } else {
+                conn.pump(&mut self.scratch, &mut self.intake, Instant::now())
+            };
+            self.after_pump(token, outcome);
+        }
+    }
+
+    fn close(&mut self, token: Token, why: Closed) {
+        let Some(mut conn) = self.conns.remove(&token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let listener = self.listener_name(conn.peer.listener);
+        let (addr, device) = (conn.peer.addr, conn.peer.device.clone());
+        let counts = format!("{} frames, {} bytes", conn.frames, conn.bytes);
+        match why {
+            Closed::PeerClosed | Closed::EndOfStream => info!(
+                "connection from {addr} (device {device}) on {listener:?} closed{}: {counts}",
+                if matches!(why, Closed::EndOfStream) {
+                    " after end-of-stream marker"
+                } else {
+                    ""
+                }
+            ),
+            Closed::Decode(DecodeError::Truncated {
+                announced,
+                received,
+            }) => warn!(
+                "connection from {addr} (device {device}) on {listener:?} closed mid-frame ({received} of {announced} payload bytes); partial frame dropped, {counts}"
+            ),
+            Closed::Decode(e) => warn!(
+                "connection from {addr} (device {device}) on {listener:?} rejected: {e}; closed after {counts}"
+            ),
+            Closed::Io(e) => warn!(
+                "connection from {addr} (device {device}) on {listener:?} failed: {e}; closed after {counts}"
+            ),
+        }
+        if self.accept_paused && self.conns.len() < self.max_connections {
+            self.resume_accepting();
+        }
+    }
+
+    fn resume_accepting(&mut self) {
+        self.accept_paused = false;
+        for index in 0..self.listeners.len() {
+            self.accept(index);
+        }
+    }
+
+    fn listener_name(&self, index: usize) -> String {
+        match self.listeners.get(index) {
+            Some(Some(slot)) => slot.config.name.clone(),
+            _ => format!("#{index}"),
+        }
+    }
+
+    /// Closes connections silent for longer than their listener's `idle_timeout`.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        self.next_sweep = now + SWEEP_EVERY;
+        let mut idle = Vec::new();
+        for (token, conn) in &self.conns {
+            let Some(Some(slot)) = self.listeners.get(conn.peer.listener) else {
+                continue;
+            };
+            // A stalled connection is silent because we stopped reading it, not the device.
+            if !conn.is_stalled()
+                && now.duration_since(conn.last_activity) >= slot.config.idle_timeout
+            {
+                idle.push((*token, slot.config.idle_timeout));
+            }
+        }
+        for (token, timeout) in idle {
+            let Some(mut conn) = self.conns.remove(&token) else {
+                continue;
+            };
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let listener = self.listener_name(conn.peer.listener);
+            let (addr, device) = (&conn.peer.addr, &conn.peer.device);
+            let inside = match (conn.decoder().is_mid_frame(), conn.decoder().announced()) {
+                (true, Some(size)) => {
+                    format!(" inside a frame of {size} bytes; partial frame dropped")
+                }
+                (true, None) => " inside a length header; partial header dropped".to_string(),
+                (false, _) => " between frames".to_string(),
+            };
+            warn!(
+                "connection from {addr} (device {device}) on {listener:?} idle for {}{inside}; closed after {} frames, {} bytes",
+                humantime::format_duration(timeout),
+                conn.frames,
+                conn.bytes
+            );
+        }
+        if self.accept_paused && self.conns.len() < self.max_connections {
+            self.resume_accepting();
+        }
+    }
+
+    fn on_signal(&mut self) {
+        let received: Vec<i32> = self.signals.pending().collect();
+        if received.is_empty() {
+            return;
+        }
+        if self.shutdown_deadline.is_some() {
+            warn!("second signal: exiting at once");
+            std::process::exit(1);
+        }
+        info!(
+            "shutting down (signal {}): no new connections or frames; finishing {} frame(s) in the sinks",
+            received[0],
+            self.intake.pool.in_flight() + self.stalled.len()
+        );
+        self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_TIMEOUT);
+        for slot in self.listeners.iter_mut() {
+            if let Some(mut slot) = slot.take() {
+                let _ = self.poll.registry().deregister(&mut slot.socket);
+            }
+        }
+        // Connections with no complete frame waiting have nothing more to deliver.
+        let idle: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.is_stalled())
+            .map(|(t, _)| *t)
+            .collect();
+        for token in idle {
+            if let Some(mut conn) = self.conns.remove(&token) {
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+                if conn.decoder().is_mid_frame() {
+                    info!(
+                        "connection from {} closed by shutdown; its partial frame was dropped",
+                        conn.peer.addr
+                    );
+                }
+            }
+        }
+    }
+
+    fn shutdown_done(&self) -> bool {
+        let Some(deadline) = self.shutdown_deadline else {
+            return false;
+        };
+        let drained = self.stalled.is_empty() && self.intake.pool.in_flight() == 0;
+        if !drained && Instant::now() >= deadline {
+            error!(
+                "shutdown timed out after {:?} with {} frame(s) unfinished",
+                SHUTDOWN_TIMEOUT,
+                self.intake.pool.in_flight() + self.stalled.len()
+            );
+            return true;
+        }
+        drained
+    }
+
+    /// Stops the workers, records exact sequence marks, logs totals.
+    fn finish(mut self) {
+        self.intake.pool.stop();
+        while let Ok(message) = self.messages.try_recv() {
+            if let Message::Sink(c) = message {
+                self.intake.pool.complete(&c);
+            }
+        }
+        for (name, counts) in self.intake.pool.counts() {
+            info!(
+                "sink {name}: {} frames ({} bytes) committed, {} failed",
+                counts.committed, counts.bytes, counts.failed
+            );
+        }
+        let marks = self.intake.sequences.exact_marks();
+        let store_thread = self.store_thread.take();
+        // Closing the channel ends the store thread, which returns the store.
+        drop(self.intake);
+        if let Some(thread) = store_thread {
+            match thread.join() {
+                Ok(mut store) => {
+                    if let Err(e) = store.settle(&marks) {
+                        error!("cannot record exact sequence marks (the reserved ones stay in force): {e}");
+                    }
+                }
+                Err(_) => error!("the sequence store thread panicked"),
+            }
+        }
+        info!("framegate stopped");
+    }
+}
