@@ -116,3 +116,14 @@ fn embedded_default_is_valid() {
     assert_eq!(config.state_dir, PathBuf::from("./state"));
     assert!(matches!(config.sinks[0].kind, SinkKind::File(_)));
 }
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let config = Config::parse(
+        include_str!("../../etc/framegate.toml"),
+        "etc/framegate.toml",
+    )
+    .unwrap();
+    assert_eq!(config.listeners[0].name, "devices");
+    assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+}

@@ -5,5 +5,5 @@ mod sequences;
 mod store;
 
 pub use self::devices::DeviceNames;
-pub use self::sequences::{Sequences, RESERVE_BLOCK};
+pub use self::sequences::{Reservations, Sequences, RESERVE_BLOCK};
 pub use self::store::{SequenceStore, StoreError};

@@ -9,6 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Reservations to make durable: (device, first number not reserved).
+pub type Reservations = Vec<(Arc<str>, u64)>;
+
 /// How many numbers one reservation makes durable for a device.
 pub const RESERVE_BLOCK: u64 = 1024;
 
@@ -26,7 +29,7 @@ struct Counter {
 #[derive(Debug, Default)]
 pub struct Sequences {
     counters: HashMap<Arc<str>, Counter>,
-    wanted: Vec<(Arc<str>, u64)>,
+    wanted: Reservations,
 }
 
 impl Sequences {
@@ -73,7 +76,7 @@ impl Sequences {
     }
 
     /// Reservations to make durable: (device, new mark). The caller sends them to the store.
-    pub fn take_wanted(&mut self) -> Vec<(Arc<str>, u64)> {
+    pub fn take_wanted(&mut self) -> Reservations {
         std::mem::take(&mut self.wanted)
     }
 

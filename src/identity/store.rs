@@ -15,6 +15,8 @@ use std::thread::{self, JoinHandle};
 
 use serde::{Deserialize, Serialize};
 
+use super::sequences::Reservations;
+
 /// The file name under `state_dir`.
 pub const FILE_NAME: &str = "sequences.toml";
 
@@ -124,14 +126,11 @@ impl SequenceStore {
     /// channel is written once (batches that queued up meanwhile are merged into one write) and
     /// reported through `done`, with the reservations it covered. Closing the channel ends the
     /// thread, which hands the store back through its join handle (for [`SequenceStore::settle`]).
-    pub fn spawn_writer<F>(
-        mut self,
-        done: F,
-    ) -> (mpsc::Sender<Vec<(Arc<str>, u64)>>, JoinHandle<Self>)
+    pub fn spawn_writer<F>(mut self, done: F) -> (mpsc::Sender<Reservations>, JoinHandle<Self>)
     where
-        F: Fn(Vec<(Arc<str>, u64)>, Result<(), StoreError>) + Send + 'static,
+        F: Fn(Reservations, Result<(), StoreError>) + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel::<Vec<(Arc<str>, u64)>>();
+        let (tx, rx) = mpsc::channel::<Reservations>();
         let handle = thread::Builder::new()
             .name("fg-sequences".into())
             .spawn(move || {

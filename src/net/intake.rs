@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::connection::{Admit, Peer, Received};
 use crate::frame::Frame;
 use crate::framing::signature;
-use crate::identity::Sequences;
+use crate::identity::{Reservations, Sequences};
 use crate::sink::pool::SinkPool;
 
 /// Everything admission needs, owned by the event loop.
@@ -17,7 +17,7 @@ pub struct Intake {
     /// Per-device sequence counters.
     pub sequences: Sequences,
     /// Where reservations go to be made durable.
-    pub reservations: Sender<Vec<(Arc<str>, u64)>>,
+    pub reservations: Sender<Reservations>,
 }
 
 impl Intake {

@@ -25,5 +25,6 @@ pub fn raise_nofile() -> std::io::Result<u64> {
             limit = raised;
         }
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every platform
     Ok(limit.rlim_cur as u64)
 }

@@ -25,7 +25,7 @@ use super::intake::Intake;
 use super::{limits, listener};
 use crate::config::{Config, ListenerConfig};
 use crate::framing::{DecodeError, Decoder};
-use crate::identity::{DeviceNames, SequenceStore, Sequences, StoreError};
+use crate::identity::{DeviceNames, Reservations, SequenceStore, Sequences, StoreError};
 use crate::sink::pool::{Completion, SinkPool};
 
 const WAKER: Token = Token(0);
@@ -43,7 +43,7 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// What worker threads send back to the loop.
 enum Message {
     Sink(Completion),
-    Reserved(Vec<(Arc<str>, u64)>, Result<(), StoreError>),
+    Reserved(Reservations, Result<(), StoreError>),
 }
 
 struct ListenerSlot {
