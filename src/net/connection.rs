@@ -237,3 +237,123 @@ impl Connection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream as StdStream};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::framing::Framing;
+
+    /// Admits up to `room` frames, then refuses, like sinks with a full queue.
+    struct Gate {
+        room: usize,
+        admitted: Vec<Vec<u8>>,
+    }
+
+    impl Admit for Gate {
+        fn admit(&mut self, _: &Peer, frame: Received) -> Result<(), Received> {
+            if self.room == 0 {
+                return Err(frame);
+            }
+            self.room -= 1;
+            self.admitted.push(frame.payload);
+            Ok(())
+        }
+    }
+
+    fn pair(framing: Framing) -> (Connection, StdStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let device = StdStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, addr) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let peer = Peer {
+            listener: 0,
+            listener_name: Arc::from("test"),
+            device: Arc::from("cam"),
+            addr,
+        };
+        let conn = Connection::new(
+            TcpStream::from_std(server),
+            peer,
+            Decoder::new(framing, 1 << 20),
+            Instant::now(),
+        );
+        (conn, device)
+    }
+
+    /// Pumps until `done` holds or a bounded number of turns passed (bytes cross loopback
+    /// asynchronously).
+    fn pump_until(
+        conn: &mut Connection,
+        gate: &mut Gate,
+        done: impl Fn(&Pumped, &Gate) -> bool,
+    ) -> Pumped {
+        let mut scratch = vec![0u8; 64 * 1024];
+        for _ in 0..500 {
+            let outcome = conn.pump(&mut scratch, gate, Instant::now());
+            if done(&outcome, gate) {
+                return outcome;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        panic!("condition not reached");
+    }
+
+    #[test]
+    fn stalls_when_refused_and_resumes_in_order() {
+        let (mut conn, mut device) = pair(Framing::U32Le);
+        let frames: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100 + i as usize]).collect();
+        for f in &frames {
+            device.write_all(&(f.len() as u32).to_le_bytes()).unwrap();
+            device.write_all(f).unwrap();
+        }
+        let mut gate = Gate {
+            room: 2,
+            admitted: Vec::new(),
+        };
+        let outcome = pump_until(&mut conn, &mut gate, |o, _| matches!(o, Pumped::Stalled));
+        assert!(matches!(outcome, Pumped::Stalled));
+        assert!(conn.is_stalled());
+        assert_eq!(gate.admitted, frames[..2]);
+
+        // Room again: the held frame goes first, then the bytes read past it, in order.
+        gate.room = 10;
+        device.write_all(&0u32.to_le_bytes()).unwrap();
+        let outcome = pump_until(&mut conn, &mut gate, |o, _| matches!(o, Pumped::Closed(_)));
+        assert!(
+            matches!(outcome, Pumped::Closed(Closed::EndOfStream)),
+            "{outcome:?}"
+        );
+        assert_eq!(gate.admitted, frames);
+        assert_eq!(conn.frames, 5);
+    }
+
+    #[test]
+    fn large_payloads_are_read_in_place_and_eof_mid_frame_is_truncation() {
+        let (mut conn, mut device) = pair(Framing::AsciiLength);
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8 | 0x80).collect();
+        device.write_all(b"300000\n").unwrap();
+        device.write_all(&big).unwrap();
+        device.write_all(b"10\nabc").unwrap();
+        drop(device);
+        let mut gate = Gate {
+            room: 10,
+            admitted: Vec::new(),
+        };
+        let outcome = pump_until(&mut conn, &mut gate, |o, _| matches!(o, Pumped::Closed(_)));
+        assert_eq!(gate.admitted, vec![big]);
+        assert!(
+            matches!(
+                outcome,
+                Pumped::Closed(Closed::Decode(DecodeError::Truncated {
+                    announced: 10,
+                    received: 3
+                }))
+            ),
+            "{outcome:?}"
+        );
+    }
+}
