@@ -92,7 +92,7 @@ pub fn decide(first: &[u8], max: u64) -> Result<Option<Framing>, DecodeError> {
         if digits == first.len() {
             return Ok(None);
         }
-        return Ok(match binary(first, max) {
+        return Ok(match binary(first, max, false) {
             Binary::Qualifies(framing) => Some(framing),
             Binary::NeedMore => None,
             Binary::No { .. } => Some(Framing::AsciiLength),
@@ -104,7 +104,7 @@ pub fn decide(first: &[u8], max: u64) -> Result<Option<Framing>, DecodeError> {
     if first[..4] == [0; 4] {
         return Ok(Some(Framing::U32Le));
     }
-    match binary(first, max) {
+    match binary(first, max, true) {
         Binary::Qualifies(framing) => Ok(Some(framing)),
         Binary::NeedMore => Ok(None),
         Binary::No {
@@ -127,7 +127,10 @@ enum Binary {
     },
 }
 
-fn binary(first: &[u8], max: u64) -> Binary {
+/// Judges the two 4-byte readings. With `probe_oversize`, a stream where neither qualifies is
+/// looked at further to tell an oversize image from garbage; without it (the digit-led case,
+/// where ASCII is the fallback) the verdict is given as soon as the readings are known.
+fn binary(first: &[u8], max: u64, probe_oversize: bool) -> Binary {
     let Some(head) = first.get(..4) else {
         return Binary::NeedMore;
     };
@@ -147,6 +150,11 @@ fn binary(first: &[u8], max: u64) -> Binary {
             Signature::NeedMore => return Binary::NeedMore,
             Signature::NotImage => {}
         }
+    }
+    if !probe_oversize {
+        return Binary::No {
+            oversize_image: None,
+        };
     }
     match classify(payload_start, u64::MAX) {
         Signature::NeedMore => Binary::NeedMore,
@@ -209,6 +217,15 @@ mod tests {
         dec.feed(b"48213").unwrap();
         assert_eq!(dec.framing(), Some(Framing::AsciiLength));
         assert_eq!(dec.announced(), None);
+    }
+
+    #[test]
+    fn short_ascii_frame_then_close_is_complete() {
+        // Fewer bytes than a signature probe: the digits decide as soon as the binary readings
+        // are out of range, so the frame completes before the device closes.
+        let (events, err) = auto(b"5\nhello");
+        assert_eq!(err, None);
+        assert_eq!(frames(events), vec![b"hello".to_vec()]);
     }
 
     #[test]
