@@ -51,6 +51,18 @@ impl ConfigError {
     }
 }
 
+impl ConfigError {
+    /// An error about something missing from the file: placed at its end, where the missing
+    /// part would be added, with no key.
+    pub fn at_end(file: &str, source: &str, message: impl Into<String>) -> Self {
+        let end = source.trim_end().len();
+        ConfigError {
+            key: None,
+            ..ConfigError::at(file, source, end..end, message)
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;

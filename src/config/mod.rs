@@ -160,14 +160,16 @@ impl Validator<'_> {
             Some(n) => *n.get_ref(),
         };
         if raw.listeners.is_empty() {
-            return Err(ConfigError::whole_file(
+            return Err(ConfigError::at_end(
                 self.label,
+                self.source,
                 "no [[listener]] table: devices would have nowhere to connect; add one with name, bind and framing",
             ));
         }
         if raw.sinks.is_empty() {
-            return Err(ConfigError::whole_file(
+            return Err(ConfigError::at_end(
                 self.label,
+                self.source,
                 "no [[sink]] table: received frames would have nowhere to go; add one, e.g. [[sink]] name = \"archive\" type = \"file\" path = \"/var/lib/framegate/frames/{device}/{seq}.{ext}\"",
             ));
         }

@@ -79,8 +79,10 @@ fn bad_size_names_the_key() {
 #[test]
 fn missing_sink_is_explained() {
     let src = &VALID[..VALID.find("[[sink]]").unwrap()];
-    let err = parse(src).unwrap_err().to_string();
-    assert!(err.contains("no [[sink]] table"), "{err}");
+    let err = parse(src).unwrap_err();
+    assert!(err.message.contains("no [[sink]] table"), "{err}");
+    assert_eq!(err.position.map(|p| p.0), Some(16), "{err}");
+    assert_eq!(err.key, None);
 }
 
 #[test]
