@@ -88,6 +88,10 @@ impl AsciiLength {
                     if byte == b'\n' {
                         consumed += 1;
                         self.start_body(len);
+                    } else if len == 0 {
+                        // An empty frame has no payload for the `\r` to start: it is where the
+                        // next length should be. (Skipping it would silently drop a byte.)
+                        return Err(DecodeError::NotALength { byte: b'\r' });
                     } else {
                         // The `\r` was the payload's first byte, not a separator.
                         self.start_body(len);
@@ -210,6 +214,15 @@ mod tests {
         let (frames, err) = decode(&[b"3\r", b"ab"]);
         assert_eq!(err, None);
         assert_eq!(frames, vec![b"\rab".to_vec()]);
+    }
+
+    #[test]
+    fn lone_cr_after_zero_length_is_not_a_length() {
+        for chunks in [&[&b"0\r5\nhello"[..]][..], &[b"0\r", b"5\nhello"]] {
+            let (frames, err) = decode(chunks);
+            assert_eq!(frames, Vec::<Vec<u8>>::new());
+            assert_eq!(err, Some(DecodeError::NotALength { byte: b'\r' }));
+        }
     }
 
     #[test]

@@ -121,7 +121,8 @@ pub fn decide(first: &[u8], max: u64) -> Result<Option<Framing>, DecodeError> {
 enum Binary {
     Qualifies(Framing),
     NeedMore,
-    /// Neither reading qualifies; if an image signature follows anyway, the smaller reading.
+    /// Neither reading qualifies; if an image signature follows anyway, the smaller reading
+    /// above `max` (the one that failed for being too large).
     No {
         oversize_image: Option<u64>,
     },
@@ -158,8 +159,10 @@ fn binary(first: &[u8], max: u64, probe_oversize: bool) -> Binary {
     }
     match classify(payload_start, u64::MAX) {
         Signature::NeedMore => Binary::NeedMore,
+        // A reading within max was judged on its own payload and refused; only one above max
+        // can be the frame that is too large. None above max: not an oversize frame at all.
         Signature::Image(_) => Binary::No {
-            oversize_image: readings.iter().map(|r| r.1).min(),
+            oversize_image: readings.iter().map(|r| r.1).filter(|&len| len > max).min(),
         },
         Signature::NotImage => Binary::No {
             oversize_image: None,
@@ -242,6 +245,63 @@ mod tests {
         let stream = [&0x7fff_ffffu32.to_le_bytes()[..], JPEG].concat();
         let (_, err) = auto(&stream);
         assert!(matches!(err, Some(DecodeError::Oversize { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn oversize_binary_reports_the_reading_above_max() {
+        // LE reads 1 (within max, but a 1-byte payload is no image); BE reads 16 MiB. The error
+        // must name the length that is too large, not 1.
+        let stream = [&[1u8, 0, 0, 0][..], JPEG].concat();
+        let (events, err) = decode_chunks(Framing::Auto, 100, &[&stream]);
+        assert_eq!(events, vec![]);
+        assert_eq!(
+            err,
+            Some(DecodeError::Oversize {
+                announced: 1 << 24,
+                max: 100
+            })
+        );
+    }
+
+    #[test]
+    fn signature_must_lie_inside_the_announced_payload() {
+        // A 32 MiB u32le frame on a listener with an 8 MiB max: LE bytes 00 00 00 02, whose BE
+        // reading is 2. The 2-byte "payload" FF D8 is not a JPEG (the FF after it is the next
+        // header), so this is an oversize frame, not a stream of tiny u32be frames.
+        let stream = [&(32u32 << 20).to_le_bytes()[..], JPEG].concat();
+        let (events, err) = decode_chunks(Framing::Auto, 8 << 20, &[&stream]);
+        assert_eq!(events, vec![]);
+        assert_eq!(
+            err,
+            Some(DecodeError::Oversize {
+                announced: 32 << 20,
+                max: 8 << 20
+            })
+        );
+    }
+
+    #[test]
+    fn short_frames_sniffed_in_earlier_calls_are_all_delivered() {
+        // "1X1Y": auto decides at the 4th byte, when both 1-byte ascii frames are complete.
+        // Both must come out, one per feed call, whatever the chunking.
+        for chunks in [
+            &[&b"1X1Y"[..]][..],
+            &[b"1", b"X", b"1", b"Y"],
+            &[b"1X1", b"Y"],
+        ] {
+            let (events, err) = decode_chunks(Framing::Auto, MAX, chunks);
+            assert_eq!(err, None, "{chunks:?}");
+            assert_eq!(
+                frames(events),
+                vec![b"X".to_vec(), b"Y".to_vec()],
+                "{chunks:?}"
+            );
+        }
+        // Many frames held at once (a large max keeps auto sniffing for 16 bytes).
+        let stream = b"1a1b1c1d1e1f1g1h";
+        let (events, err) = decode_chunks(Framing::Auto, 4 << 30, &[&stream[..15], &stream[15..]]);
+        assert_eq!(err, None);
+        assert_eq!(frames(events).concat(), b"abcdefgh");
     }
 
     #[test]

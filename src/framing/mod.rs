@@ -181,6 +181,11 @@ pub fn hex(bytes: &[u8]) -> String {
 pub struct Decoder {
     state: State,
     max_frame_bytes: u64,
+    /// Bytes `auto` took in earlier calls before it decided, not yet fed to the chosen decoder.
+    /// They may hold several short frames, and a call reports at most one event, so they are
+    /// drained across calls, always before the caller's current input (never more than
+    /// [`auto::SNIFF_LIMIT`] bytes).
+    replay: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -205,64 +210,72 @@ impl Decoder {
         Decoder {
             state,
             max_frame_bytes,
+            replay: Vec::new(),
         }
     }
 
     /// Consumes a prefix of `input` and reports a frame or end of stream if it completed one.
     ///
     /// Returns after at most one event, so the caller can stop between frames (backpressure);
-    /// call again with `&input[consumed..]` for the rest. An error is final: every later call
-    /// returns it again.
+    /// call again with `&input[consumed..]` for the rest. `consumed` may be 0 when the event
+    /// came from bytes of earlier calls that `auto` held while deciding. An error is final:
+    /// every later call returns it again.
     pub fn feed(&mut self, input: &[u8]) -> Result<Fed, DecodeError> {
-        let result = match &mut self.state {
-            State::Failed(err) => return Err(err.clone()),
-            State::Ascii(dec) => dec.feed(input),
-            State::Prefixed(dec) => dec.feed(input),
-            State::Sniffing(sniffer) => match sniffer.feed(input) {
-                Ok(auto::Sniffed::NeedMore) => Ok(Fed {
-                    consumed: input.len(),
-                    event: None,
-                }),
-                Ok(auto::Sniffed::Decided {
-                    framing,
-                    buffered,
-                    consumed,
-                }) => {
-                    // Replay what the sniffer held into the chosen decoder, then carry on with
-                    // the rest of this input on the next call.
-                    let mut inner = Decoder::new(framing, self.max_frame_bytes);
-                    let event = inner.replay(&buffered);
-                    self.state = inner.state;
-                    event.map(|event| Fed { consumed, event })
-                }
-                Err(err) => Err(err),
-            },
-        };
+        let result = self.feed_state(input);
         if let Err(err) = &result {
             self.state = State::Failed(err.clone());
+            self.replay = Vec::new();
         }
         result
     }
 
-    /// Feeds the sniffer's buffered bytes, which are short enough never to hold a whole frame
-    /// plus more (a frame needs at least its signature), so at most one event comes out.
-    fn replay(&mut self, mut bytes: &[u8]) -> Result<Option<Event>, DecodeError> {
-        let mut event = None;
-        while !bytes.is_empty() {
-            let fed = self.feed(bytes)?;
-            bytes = &bytes[fed.consumed..];
-            if fed.event.is_some() {
-                debug_assert!(event.is_none(), "sniffed bytes held two events");
-                event = fed.event;
+    fn feed_state(&mut self, input: &[u8]) -> Result<Fed, DecodeError> {
+        if let State::Sniffing(sniffer) = &mut self.state {
+            match sniffer.feed(input)? {
+                auto::Sniffed::NeedMore => {
+                    return Ok(Fed {
+                        consumed: input.len(),
+                        event: None,
+                    })
+                }
+                auto::Sniffed::Decided {
+                    framing,
+                    mut buffered,
+                    consumed,
+                } => {
+                    // The bytes of this input the sniffer looked at go to the chosen decoder
+                    // as ordinary input below; only those of earlier calls need replaying.
+                    buffered.truncate(buffered.len() - consumed);
+                    self.replay = buffered;
+                    self.state = Decoder::new(framing, self.max_frame_bytes).state;
+                }
             }
         }
-        Ok(event)
+        if !self.replay.is_empty() {
+            let held = std::mem::take(&mut self.replay);
+            let fed = feed_chosen(&mut self.state, &held)?;
+            self.replay = held[fed.consumed..].to_vec();
+            if fed.event.is_some() {
+                // `input` is untouched, so the caller calls again and the rest drains then.
+                return Ok(Fed {
+                    consumed: 0,
+                    event: fed.event,
+                });
+            }
+            // The decoders stop short of their input only at an event.
+            debug_assert!(self.replay.is_empty(), "replay stopped without an event");
+        }
+        feed_chosen(&mut self.state, input)
     }
 
     /// The unfilled rest of the current payload, so a caller can read from the socket straight
     /// into the frame's buffer; `None` outside a payload. Report what was written with
     /// [`Decoder::payload_filled`].
     pub fn payload_window(&mut self) -> Option<&mut [u8]> {
+        if !self.replay.is_empty() {
+            // Held bytes come before anything read now.
+            return None;
+        }
         match &mut self.state {
             State::Ascii(dec) => dec.payload_mut().map(Payload::window),
             State::Prefixed(dec) => dec.payload_mut().map(Payload::window),
@@ -274,15 +287,16 @@ impl Decoder {
     /// frame when that completed it.
     ///
     /// # Panics
-    /// If `n` is larger than the window was.
+    /// If `n` is larger than the window was (outside a payload the window is empty).
     pub fn payload_filled(&mut self, n: usize) -> Option<Event> {
+        if self.payload_window().is_none() {
+            assert_eq!(n, 0, "payload_filled outside a payload");
+            return None;
+        }
         match &mut self.state {
             State::Ascii(dec) => dec.payload_filled(n),
             State::Prefixed(dec) => dec.payload_filled(n),
-            _ => {
-                assert_eq!(n, 0, "payload_filled outside a payload");
-                None
-            }
+            _ => None,
         }
     }
 
@@ -291,6 +305,11 @@ impl Decoder {
     pub fn finish(&self) -> Result<(), DecodeError> {
         match &self.state {
             State::Failed(err) => Err(err.clone()),
+            // Only a caller that dropped the rest of its input ends here: bytes are pending.
+            _ if !self.replay.is_empty() => Err(DecodeError::Truncated {
+                announced: 0,
+                received: 0,
+            }),
             State::Sniffing(s) if s.is_empty() => Ok(()),
             State::Sniffing(_) => Err(DecodeError::Truncated {
                 announced: 0,
@@ -325,6 +344,16 @@ impl Decoder {
             }),
             State::Sniffing(_) | State::Failed(_) => None,
         }
+    }
+}
+
+/// Feeds a decided decoder (or returns its error).
+fn feed_chosen(state: &mut State, input: &[u8]) -> Result<Fed, DecodeError> {
+    match state {
+        State::Ascii(dec) => dec.feed(input),
+        State::Prefixed(dec) => dec.feed(input),
+        State::Failed(err) => Err(err.clone()),
+        State::Sniffing(_) => unreachable!("feed_state decides before feeding a decoder"),
     }
 }
 
@@ -364,5 +393,56 @@ pub(crate) mod test_util {
                 Event::End => None,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_filled_zero_outside_a_payload_is_a_no_op() {
+        // A caller reading "window or nothing" reports 0 when there was no window; that must
+        // not panic for any framing (it used to for the decided ones).
+        for framing in [
+            Framing::Auto,
+            Framing::AsciiLength,
+            Framing::U32Le,
+            Framing::U32Be,
+        ] {
+            let mut dec = Decoder::new(framing, 100);
+            assert!(dec.payload_window().is_none());
+            assert_eq!(dec.payload_filled(0), None, "{framing}");
+        }
+    }
+
+    #[test]
+    fn held_frames_come_out_one_per_call_before_new_input() {
+        let mut dec = Decoder::new(Framing::Auto, 1000);
+        for byte in [b"1", b"X", b"1"] {
+            assert_eq!(
+                dec.feed(byte),
+                Ok(Fed {
+                    consumed: 1,
+                    event: None
+                })
+            );
+        }
+        // "Y" decides ascii-length; "1X" and "1" were taken earlier and come first.
+        let x = Fed {
+            consumed: 0,
+            event: Some(Event::Frame(b"X".to_vec())),
+        };
+        assert_eq!(dec.feed(b"Y"), Ok(x));
+        assert!(
+            dec.payload_window().is_none(),
+            "held bytes precede a window"
+        );
+        let y = Fed {
+            consumed: 1,
+            event: Some(Event::Frame(b"Y".to_vec())),
+        };
+        assert_eq!(dec.feed(b"Y"), Ok(y));
+        assert_eq!(dec.finish(), Ok(()));
     }
 }

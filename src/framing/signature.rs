@@ -27,7 +27,12 @@ pub enum Signature {
 }
 
 /// Classifies `start`, the first bytes of a payload of `payload_len` bytes.
+///
+/// Bytes past `payload_len` belong to the next frame, so they are not looked at: a 2-byte
+/// payload `FF D8` is not a JPEG even when the stream goes on `FF E0`.
 pub fn classify(start: &[u8], payload_len: u64) -> Signature {
+    let seen = usize::try_from(payload_len).map_or(start.len(), |len| len.min(start.len()));
+    let start = &start[..seen];
     if let Some(format) = image_format(start).filter(|f| AUTO_FORMATS.contains(f)) {
         return Signature::Image(format);
     }
@@ -76,6 +81,9 @@ mod tests {
         assert_eq!(classify(b"RIFF", 1000), Signature::NeedMore);
         assert_eq!(classify(b"hello world!", 1000), Signature::NotImage);
         assert_eq!(classify(b"hel", 3), Signature::NotImage);
+        // A signature cut short by the payload's end is not one.
+        assert_eq!(classify(b"\xff\xd8\xff\xe0", 2), Signature::NotImage);
+        assert_eq!(classify(b"BM", 2), Signature::Image(ImageFormat::Bmp));
         // Known to the image crate, but not a camera format auto accepts.
         assert_eq!(classify(b"P6 garbage..", 1000), Signature::NotImage);
     }

@@ -1,0 +1,304 @@
+//! Invariants every decoder keeps on any input, whatever its chunking.
+//!
+//! Shared by the fuzz targets in `fuzz_targets/` and by `tests/decoder_chunking.rs`, which both
+//! include this file with `#[path]`, so a crash input kept under `regressions/` is replayed by
+//! plain `cargo test` through exactly the checks the fuzzer ran. Checks panic on failure, which
+//! is what both libFuzzer and proptest report.
+#![allow(dead_code)]
+
+use framegate::framing::{DecodeError, Decoder, Event, Framing};
+
+/// Every framing, in the order a fuzz input's control byte selects them.
+pub const FRAMINGS: [Framing; 4] = [
+    Framing::Auto,
+    Framing::AsciiLength,
+    Framing::U32Le,
+    Framing::U32Be,
+];
+
+/// The `max_frame_bytes` a control byte selects: tiny (almost everything is oversize), small
+/// (frames fit in a fuzz input), a few KB, and a real listener's default.
+pub const MAXES: [u64; 4] = [3, 64, 4096, 32 << 20];
+
+/// What a stream decoded to: the events in order and how it ended. This is what must not depend
+/// on the chunking.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Every event, in order.
+    pub events: Vec<Event>,
+    /// The first error, or `finish()` after the last byte.
+    pub end: Result<(), DecodeError>,
+}
+
+/// One decode run: its outcome and the framing `auto` chose, if a call ever reported one.
+#[derive(Debug)]
+pub struct Run {
+    /// Events and end.
+    pub outcome: Outcome,
+    /// `Decoder::framing()` the first time it was `Some`.
+    pub chosen: Option<Framing>,
+}
+
+/// Cuts `data` at the given offsets (any order, duplicates and out-of-range ones ignored).
+pub fn chunks_at<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut cuts: Vec<usize> = cuts.iter().copied().filter(|&c| c < data.len()).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut chunks = Vec::with_capacity(cuts.len() + 1);
+    let mut start = 0;
+    for cut in cuts {
+        chunks.push(&data[start..cut]);
+        start = cut;
+    }
+    chunks.push(&data[start..]);
+    chunks
+}
+
+/// Cut offsets drawn from `seed` (splitmix64): chunk sizes up to a seed-chosen bound, so some
+/// seeds cut every few bytes and others rarely.
+pub fn seeded_cuts(len: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let bound = 1u64 << (next() % 12);
+    let mut cuts = Vec::new();
+    let mut at = 0usize;
+    // Each step advances at least one byte, so this ends within `len` steps.
+    while at < len {
+        at += 1 + (next() % bound) as usize;
+        cuts.push(at);
+    }
+    cuts
+}
+
+/// Feeds `chunks` with plain `feed` calls, checking each call's contract.
+pub fn decode(framing: Framing, max: u64, chunks: &[&[u8]]) -> Run {
+    drive(framing, max, chunks, false)
+}
+
+/// Like [`decode`], but whenever the decoder offers a payload window the bytes are copied
+/// straight into it and reported with `payload_filled`, as the event loop's direct reads do.
+pub fn decode_zero_copy(framing: Framing, max: u64, chunks: &[&[u8]]) -> Run {
+    drive(framing, max, chunks, true)
+}
+
+fn drive(framing: Framing, max: u64, chunks: &[&[u8]], zero_copy: bool) -> Run {
+    let mut dec = Decoder::new(framing, max);
+    let mut events = Vec::new();
+    let mut chosen = None;
+    for chunk in chunks {
+        let mut rest = *chunk;
+        while !rest.is_empty() {
+            if let Some(announced) = dec.announced() {
+                assert!(announced <= max, "announced {announced} > max {max}");
+            }
+            if zero_copy {
+                if let Some(window) = dec.payload_window() {
+                    assert!(!window.is_empty(), "empty payload window offered");
+                    let n = window.len().min(rest.len());
+                    window[..n].copy_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                    events.extend(dec.payload_filled(n));
+                    continue;
+                }
+            }
+            match dec.feed(rest) {
+                Ok(fed) => {
+                    assert!(fed.consumed <= rest.len(), "consumed past the input");
+                    assert!(
+                        fed.consumed > 0 || fed.event.is_some(),
+                        "feed made no progress on {} bytes",
+                        rest.len()
+                    );
+                    rest = &rest[fed.consumed..];
+                    events.extend(fed.event);
+                    chosen = chosen.or(dec.framing());
+                }
+                Err(err) => {
+                    // Errors are final: the same error for any later bytes and at EOF.
+                    assert_eq!(dec.feed(b"1\xff\0").as_ref(), Err(&err), "error not final");
+                    assert_eq!(dec.finish().as_ref(), Err(&err), "finish forgot the error");
+                    assert!(!dec.is_mid_frame(), "a failed decoder is not mid-frame");
+                    assert!(dec.payload_window().is_none(), "window after an error");
+                    return Run {
+                        outcome: Outcome {
+                            events,
+                            end: Err(err),
+                        },
+                        chosen,
+                    };
+                }
+            }
+        }
+    }
+    let end = dec.finish();
+    assert_eq!(
+        dec.is_mid_frame(),
+        end.is_err(),
+        "is_mid_frame disagrees with finish"
+    );
+    Run {
+        outcome: Outcome { events, end },
+        chosen,
+    }
+}
+
+/// Checks what must hold of any outcome, whatever the input.
+pub fn check_outcome(framing: Framing, max: u64, outcome: &Outcome) {
+    for (i, event) in outcome.events.iter().enumerate() {
+        match event {
+            Event::Frame(payload) => {
+                assert!(!payload.is_empty(), "empty frame delivered");
+                assert!(
+                    payload.len() as u64 <= max,
+                    "frame of {} bytes > max {max}",
+                    payload.len()
+                );
+            }
+            Event::End => {
+                assert!(
+                    matches!(framing, Framing::U32Le | Framing::Auto),
+                    "End from {framing}"
+                );
+                assert_eq!(i + 1, outcome.events.len(), "event after End");
+                assert!(
+                    matches!(outcome.end, Ok(()) | Err(DecodeError::DataAfterEnd)),
+                    "after End the stream either closes or errs with DataAfterEnd: {:?}",
+                    outcome.end
+                );
+            }
+        }
+    }
+    if outcome.end == Err(DecodeError::DataAfterEnd) {
+        assert_eq!(
+            outcome.events.last(),
+            Some(&Event::End),
+            "DataAfterEnd without End"
+        );
+    }
+    match &outcome.end {
+        Err(DecodeError::Oversize { announced, max: m }) => {
+            assert_eq!(*m, max, "Oversize reports the wrong max");
+            assert!(*announced > max, "Oversize for {announced} <= max {max}");
+        }
+        Err(DecodeError::Truncated {
+            announced,
+            received,
+        }) => {
+            assert!(*announced <= max, "Truncated frame larger than max");
+            assert!(
+                received < announced || (*announced == 0 && *received == 0),
+                "Truncated with all {received} of {announced} bytes"
+            );
+        }
+        Err(DecodeError::Unrecognised { first_bytes }) => {
+            assert_eq!(framing, Framing::Auto, "Unrecognised from {framing}");
+            assert!(first_bytes.len() <= framegate::framing::auto::SNIFF_LIMIT);
+            assert!(outcome.events.is_empty(), "Unrecognised after a frame");
+        }
+        _ => {}
+    }
+}
+
+/// Decodes `data` whole, a byte at a time and cut at each of `cut_sets`, each through both
+/// `feed` and the zero-copy path, asserts they all give the same outcome and that the outcome
+/// keeps the invariants; for `auto`, also that it equals the chosen framing's own outcome.
+pub fn check_chunkings(
+    framing: Framing,
+    max: u64,
+    data: &[u8],
+    cut_sets: &[Vec<usize>],
+) -> Outcome {
+    let whole = decode(framing, max, &[data]);
+    check_outcome(framing, max, &whole.outcome);
+    let bytes: Vec<&[u8]> = data.chunks(1).collect();
+    let mut chunkings = vec![vec![data], bytes];
+    chunkings.extend(cut_sets.iter().map(|cuts| chunks_at(data, cuts)));
+    let mut chosen = whole.chosen;
+    for chunks in &chunkings {
+        for zero_copy in [false, true] {
+            let run = drive(framing, max, chunks, zero_copy);
+            assert_eq!(
+                run.outcome,
+                whole.outcome,
+                "{framing} max {max}: chunk sizes {:?} (zero-copy {zero_copy}) differ from whole",
+                chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+            );
+            if let (Some(a), Some(b)) = (chosen, run.chosen) {
+                assert_eq!(a, b, "auto chose differently for another chunking");
+            }
+            chosen = chosen.or(run.chosen);
+        }
+    }
+    if framing == Framing::Auto {
+        if let Some(chosen) = chosen {
+            // Once auto has chosen, every byte (the sniffed ones too) reaches that decoder.
+            let direct = decode(chosen, max, &[data]);
+            assert_eq!(
+                whole.outcome, direct.outcome,
+                "auto chose {chosen} but decoded differently from {chosen} itself"
+            );
+        }
+    }
+    whole.outcome
+}
+
+/// The fuzz check: `control` picks `max` (bits 0-1) and the cut seed (the rest).
+pub fn check_stream(framing: Framing, control: u8, stream: &[u8]) {
+    let max = MAXES[usize::from(control & 3)];
+    let seed = u64::from(control >> 2);
+    let cut_sets = [
+        seeded_cuts(stream.len(), seed),
+        seeded_cuts(stream.len(), seed ^ 0xa5a5),
+    ];
+    check_chunkings(framing, max, stream, &cut_sets);
+}
+
+/// Target `decode`: the first byte's top bits pick the framing, the rest as in [`check_stream`].
+pub fn target_decode(data: &[u8]) {
+    if let Some((&control, stream)) = data.split_first() {
+        check_stream(FRAMINGS[usize::from(control >> 6)], control & 0x3f, stream);
+    }
+}
+
+/// Target `decode_ascii_length`.
+pub fn target_ascii_length(data: &[u8]) {
+    if let Some((&control, stream)) = data.split_first() {
+        check_stream(Framing::AsciiLength, control, stream);
+    }
+}
+
+/// Target `decode_u32`: the first byte's top bit picks little or big endian.
+pub fn target_u32(data: &[u8]) {
+    if let Some((&control, stream)) = data.split_first() {
+        let framing = if control & 0x80 == 0 {
+            Framing::U32Le
+        } else {
+            Framing::U32Be
+        };
+        check_stream(framing, control & 0x7f, stream);
+    }
+}
+
+/// Target `decode_auto`.
+pub fn target_auto(data: &[u8]) {
+    if let Some((&control, stream)) = data.split_first() {
+        check_stream(Framing::Auto, control, stream);
+    }
+}
+
+/// Runs the target named like a directory under `regressions/` on one input.
+pub fn run_target(name: &str, data: &[u8]) {
+    match name {
+        "decode" => target_decode(data),
+        "decode_ascii_length" => target_ascii_length(data),
+        "decode_u32" => target_u32(data),
+        "decode_auto" => target_auto(data),
+        other => panic!("regressions/{other}: no fuzz target of that name"),
+    }
+}
