@@ -1,0 +1,210 @@
+//! `cargo bench --bench ingest`: framegate's ingest throughput against a minimal blocking
+//! reader of the same framing, measured in the same run, and the RSS of 10,000 idle
+//! connections. Results go to docs/BENCHMARKS.md.
+//!
+//! Options: `FG_BENCH_QUICK=1` (a tenth of the data, one round: a smoke run),
+//! `FG_BENCH_ROUNDS=N` (rounds per scenario, default 5), and filter words after `--`
+//! (`cargo bench --bench ingest -- 64x idle`) that select scenarios by substring.
+//!
+//! A benchmark reports; it does not assert speed. It exits non-zero only when a correctness
+//! check fails (a frame missing, a file missing, a daemon error).
+
+#[path = "ingest/baseline.rs"]
+mod baseline;
+#[path = "ingest/daemon.rs"]
+mod daemon;
+#[path = "ingest/idle.rs"]
+mod idle;
+#[path = "ingest/load.rs"]
+mod load;
+#[path = "ingest/report.rs"]
+mod report;
+#[path = "ingest/run.rs"]
+mod run;
+#[path = "ingest/system.rs"]
+mod system;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use daemon::SinkKind;
+use load::Load;
+use run::{Receiver, Timing};
+
+/// Where the file sink writes, if it is a tmpfs.
+const TMPFS: &str = "/dev/shm";
+
+/// One traffic shape from the issue.
+struct Scenario {
+    name: &'static str,
+    load: Load,
+}
+
+/// ~400 MB each: long enough to dwarf start-up noise, short enough for a few-minute run.
+fn scenarios(quick: bool) -> Vec<Scenario> {
+    let shape = |name, connections, frame_bytes, frames_per_connection: usize| Scenario {
+        name,
+        load: Load {
+            connections,
+            frame_bytes,
+            frames_per_connection: if quick {
+                (frames_per_connection / 10).max(2)
+            } else {
+                frames_per_connection
+            },
+        },
+    };
+    vec![
+        shape("1x200KB", 1, 200_000, 2000),
+        shape("64x50KB", 64, 50_000, 120),
+        shape("1000x20KB", 1000, 20_000, 20),
+    ]
+}
+
+const RECEIVERS: [Receiver; 4] = [
+    Receiver::Baseline,
+    Receiver::Daemon(SinkKind::Discard),
+    Receiver::Daemon(SinkKind::File { fsync: true }),
+    Receiver::Daemon(SinkKind::File { fsync: false }),
+];
+
+fn main() -> ExitCode {
+    let quick = std::env::var("FG_BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty());
+    let rounds: usize = std::env::var("FG_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(if quick { 1 } else { 5 })
+        .clamp(1, 15);
+    // cargo passes `--bench`; every other word is a filter.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
+
+    let (root_parent, on_tmpfs) = if system::is_tmpfs(Path::new(TMPFS)) {
+        (PathBuf::from(TMPFS), true)
+    } else {
+        (std::env::temp_dir(), false)
+    };
+    let root = match tempfile::Builder::new()
+        .prefix("fg-bench-")
+        .tempdir_in(&root_parent)
+    {
+        Ok(root) => root,
+        Err(e) => {
+            eprintln!(
+                "error: cannot create a work directory in {}: {e}",
+                root_parent.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("# framegate ingest benchmark");
+    println!();
+    println!("- machine: {}", system::machine());
+    println!(
+        "- work directory (file sink output, sequence state): {} — {}",
+        root.path().display(),
+        if on_tmpfs {
+            "tmpfs (per /proc/mounts)"
+        } else {
+            "NOT tmpfs: /dev/shm is not a tmpfs mount here"
+        }
+    );
+    println!(
+        "- mode: {}, {rounds} round(s) per scenario, receivers interleaved within each round; medians reported",
+        if quick { "QUICK (a tenth of the data)" } else { "full" }
+    );
+    println!("- sizes: KB = 1000 bytes, MB = 10^6 bytes of payload (length headers not counted)");
+    println!();
+
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut failures = Vec::new();
+    let mut rows = Vec::new();
+    let mut run_index = 0;
+    for scenario in scenarios(quick).iter().filter(|s| selected(s.name)) {
+        let l = &scenario.load;
+        eprintln!(
+            "== {}: {} connection(s) x {} frames x {} bytes = {:.0} MB",
+            scenario.name,
+            l.connections,
+            l.frames_per_connection,
+            l.frame_bytes,
+            l.bytes() as f64 / 1e6
+        );
+        let mut timings: Vec<Vec<Timing>> = vec![Vec::new(); RECEIVERS.len()];
+        for round in 0..rounds {
+            for (i, receiver) in RECEIVERS.iter().enumerate() {
+                run_index += 1;
+                let dir = root.path().join(format!("run-{run_index}"));
+                let result = fs::create_dir(&dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))
+                    .and_then(|()| run::once(l, *receiver, &dir));
+                // Free the tmpfs memory before the next run.
+                let _ = fs::remove_dir_all(&dir);
+                match result {
+                    Ok(t) => {
+                        let cores = t.cpu_seconds / t.to_eof.as_secs_f64().max(1e-9);
+                        let event_loop = t.cpu.map_or(String::new(), |c| {
+                            format!(", event loop {:.0}%", c.event_loop * 100.0)
+                        });
+                        eprintln!(
+                            "  round {} {:<28} {:>8.1} MB/s  (last EOF {:>7.1} ms, done {:>7.1} ms; receiver CPU {cores:.2} cores{event_loop})",
+                            round + 1,
+                            receiver.label(),
+                            report::mb_per_s(l.bytes(), t.total),
+                            report::ms(t.to_eof),
+                            report::ms(t.total),
+                        );
+                        // More CPU than the machine has means the clock or the CPU accounting
+                        // missed part of the run: say so rather than report it silently.
+                        if cores > cpus as f64 * 1.1 {
+                            eprintln!(
+                                "    suspect measurement: {cores:.2} cores used on a {cpus}-CPU machine"
+                            );
+                        }
+                        timings[i].push(t);
+                    }
+                    Err(e) => {
+                        eprintln!("  round {} {}: FAILED: {e}", round + 1, receiver.label());
+                        failures.push(format!("{} / {}: {e}", scenario.name, receiver.label()));
+                    }
+                }
+            }
+        }
+        rows.push((scenario.name, *l, timings));
+    }
+
+    if !rows.is_empty() {
+        report::throughput_table(&rows, &RECEIVERS);
+    }
+
+    if selected("idle") {
+        eprintln!("== idle: {} silent connections", idle::IDLE_CONNECTIONS);
+        let dir = root.path().join("idle");
+        let result = fs::create_dir(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| idle::measure(&dir));
+        match result {
+            Ok(r) => report::idle(&r),
+            Err(e) => {
+                eprintln!("  FAILED: {e}");
+                failures.push(format!("idle: {e}"));
+            }
+        }
+    }
+
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!();
+        println!("## Correctness failures");
+        println!();
+        for f in &failures {
+            println!("- {f}");
+        }
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,107 @@
+//! The markdown the bench prints: the throughput table and the idle-connection RSS lines.
+
+use std::time::Duration;
+
+use super::daemon::SinkKind;
+use super::idle::{IdleResult, RSS_TARGET};
+use super::load::Load;
+use super::run::{Receiver, Timing};
+
+/// The target: `discard` reaches this share of the baseline's MB/s.
+const DISCARD_TARGET: f64 = 0.85;
+
+/// Prints the throughput table: one row per scenario and receiver, medians over rounds.
+/// `timings[i]` holds the runs of `receivers[i]`; `receivers[0]` is the baseline.
+pub fn throughput_table(rows: &[(&str, Load, Vec<Vec<Timing>>)], receivers: &[Receiver]) {
+    println!("## Throughput");
+    println!();
+    println!("MB/s = payload bytes / (start until the receiver is done: for framegate, until it exited after SIGTERM, sinks drained). \"EOF-only\" stops the clock when the last device saw its connection closed (every frame read).");
+    println!();
+    println!("\"loop busy\": median share of wall time (until the last EOF) the daemon's event-loop thread was on a CPU; 100% = that one thread is the bottleneck. \"receiver CPU s/GB\": CPU seconds the receiver spent per GB of payload (framegate: its whole process from the start to the last EOF; baseline: its reader threads, start-up and exit excluded); unlike MB/s it is not lowered by other tenants of a shared machine.");
+    println!();
+    println!("| scenario | receiver | frames/s | MB/s (median) | MB/s (min–max) | EOF-only MB/s | vs reader | target (discard ≥ 85%) | loop busy | receiver CPU s/GB |");
+    println!("|---|---|---:|---:|---:|---:|---:|---|---:|---:|");
+    for (name, load, timings) in rows {
+        let baseline = median_mb_s(load, &timings[0], |t| t.total);
+        for (receiver, runs) in receivers.iter().zip(timings) {
+            if runs.is_empty() {
+                println!("| {name} | {} | failed | | | | | | | |", receiver.label());
+                continue;
+            }
+            // Non-empty runs always have a median.
+            let speed = median_mb_s(load, runs, |t| t.total).unwrap_or(0.0);
+            let eof = median_mb_s(load, runs, |t| t.to_eof).unwrap_or(0.0);
+            let (lo, hi) = range_mb_s(load, runs);
+            let frames_s = speed * 1e6 / load.frame_bytes as f64;
+            let ratio = baseline.map(|b| speed / b);
+            let ratio_text = ratio.map_or("n/a".into(), |r| format!("{:.0}%", r * 100.0));
+            let target = match (receiver, ratio) {
+                (Receiver::Daemon(SinkKind::Discard), Some(r)) if r >= DISCARD_TARGET => "met",
+                (Receiver::Daemon(SinkKind::Discard), Some(_)) => "**not met**",
+                (Receiver::Daemon(SinkKind::Discard), None) => "unknown (baseline failed)",
+                _ => "—",
+            };
+            let busy = median(runs.iter().filter_map(|t| t.cpu).map(|c| c.event_loop))
+                .map_or("—".into(), |b| format!("{:.0}%", b * 100.0));
+            let cpu_per_gb = median(runs.iter().map(|t| t.cpu_seconds)).unwrap_or(0.0)
+                / (load.bytes() as f64 / 1e9);
+            println!(
+                "| {name} | {} | {frames_s:.0} | {speed:.0} | {lo:.0}–{hi:.0} | {eof:.0} | {ratio_text} | {target} | {busy} | {cpu_per_gb:.2} |",
+                receiver.label()
+            );
+        }
+    }
+    println!();
+}
+
+/// Prints the idle-connection RSS lines.
+pub fn idle(r: &IdleResult) {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let per_conn = r.rss_idle.saturating_sub(r.rss_start) as f64 / r.connections as f64;
+    println!("## Idle connections");
+    println!();
+    println!("- framegate VmRSS after start: {:.1} MiB", mib(r.rss_start));
+    println!(
+        "- with {} connected, silent devices: {:.1} MiB (peak VmHWM {:.1} MiB); {:.0} bytes per connection — target < 64 MiB: {}",
+        r.connections,
+        mib(r.rss_idle),
+        mib(r.hwm_idle),
+        per_conn,
+        if r.rss_idle < RSS_TARGET { "met" } else { "**not met**" }
+    );
+    println!(
+        "- after one 1 KB frame on every 10th connection (then silent again): {:.1} MiB",
+        mib(r.rss_after_frames)
+    );
+    println!();
+}
+
+fn median_mb_s(load: &Load, runs: &[Timing], pick: impl Fn(&Timing) -> Duration) -> Option<f64> {
+    median(runs.iter().map(|t| mb_per_s(load.bytes(), pick(t))))
+}
+
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[n / 2]),
+        n => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+fn range_mb_s(load: &Load, runs: &[Timing]) -> (f64, f64) {
+    runs.iter()
+        .map(|t| mb_per_s(load.bytes(), t.total))
+        .fold((f64::MAX, 0.0), |(lo, hi), s| (lo.min(s), hi.max(s)))
+}
+
+/// Decimal MB per second.
+pub fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Milliseconds, for progress lines.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
