@@ -81,8 +81,9 @@ pub fn decode(framing: Framing, max: u64, chunks: &[&[u8]]) -> Run {
     drive(framing, max, chunks, false)
 }
 
-/// Like [`decode`], but whenever the decoder offers a payload window the bytes are copied
-/// straight into it and reported with `payload_filled`, as the event loop's direct reads do.
+/// Like [`decode`], but whenever the decoder offers a payload window (or spare part) the bytes
+/// are copied straight into it and reported with `payload_filled` (or `payload_spare_filled`),
+/// as the event loop's direct reads do.
 pub fn decode_zero_copy(framing: Framing, max: u64, chunks: &[&[u8]]) -> Run {
     drive(framing, max, chunks, true)
 }
@@ -98,6 +99,21 @@ fn drive(framing: Framing, max: u64, chunks: &[&[u8]], zero_copy: bool) -> Run {
                 assert!(announced <= max, "announced {announced} > max {max}");
             }
             if zero_copy {
+                // Both direct paths, mixed within a payload: uninitialised memory (what the
+                // event loop's socket reads use), and the initialised window.
+                if rest.len() % 2 == 0 {
+                    if let Some(spare) = dec.payload_spare() {
+                        assert!(!spare.is_empty(), "empty spare part offered");
+                        let n = spare.len().min(rest.len());
+                        for (slot, byte) in spare.iter_mut().zip(&rest[..n]) {
+                            slot.write(*byte);
+                        }
+                        rest = &rest[n..];
+                        // SAFETY: the loop above wrote the first n bytes of the spare part.
+                        events.extend(unsafe { dec.payload_spare_filled(n) });
+                        continue;
+                    }
+                }
                 if let Some(window) = dec.payload_window() {
                     assert!(!window.is_empty(), "empty payload window offered");
                     let n = window.len().min(rest.len());
@@ -125,6 +141,7 @@ fn drive(framing: Framing, max: u64, chunks: &[&[u8]], zero_copy: bool) -> Run {
                     assert_eq!(dec.finish().as_ref(), Err(&err), "finish forgot the error");
                     assert!(!dec.is_mid_frame(), "a failed decoder is not mid-frame");
                     assert!(dec.payload_window().is_none(), "window after an error");
+                    assert!(dec.payload_spare().is_none(), "spare part after an error");
                     return Run {
                         outcome: Outcome {
                             events,

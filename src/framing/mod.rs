@@ -18,6 +18,7 @@ mod payload;
 pub mod signature;
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 use serde::Deserialize;
 
@@ -283,13 +284,62 @@ impl Decoder {
         }
     }
 
+    /// How many payload bytes are still missing; `None` outside a payload (or while held
+    /// bytes must be fed first).
+    pub fn payload_remaining(&self) -> Option<usize> {
+        if !self.replay.is_empty() {
+            return None;
+        }
+        match &self.state {
+            State::Ascii(dec) => dec.payload().map(Payload::remaining),
+            State::Prefixed(dec) => dec.payload().map(Payload::remaining),
+            _ => None,
+        }
+    }
+
+    /// Like [`Decoder::payload_window`], but as uninitialised memory, so the payload never
+    /// has to be zeroed before a socket read fills it; `None` outside a payload, or after
+    /// `payload_window` initialised it. Report what was written with
+    /// [`Decoder::payload_spare_filled`].
+    pub fn payload_spare(&mut self) -> Option<&mut [MaybeUninit<u8>]> {
+        if !self.replay.is_empty() {
+            return None;
+        }
+        match &mut self.state {
+            State::Ascii(dec) => dec.payload_mut().and_then(Payload::spare),
+            State::Prefixed(dec) => dec.payload_mut().and_then(Payload::spare),
+            _ => None,
+        }
+    }
+
+    /// Records that the first `n` bytes of [`Decoder::payload_spare`] were written; returns
+    /// the frame when that completed it.
+    ///
+    /// # Safety
+    /// The first `n` bytes of the slice the last `payload_spare` returned must have been
+    /// written since.
+    ///
+    /// # Panics
+    /// If there is no spare part or `n` is larger than it.
+    pub unsafe fn payload_spare_filled(&mut self, n: usize) -> Option<Event> {
+        let payload = match &mut self.state {
+            State::Ascii(dec) if self.replay.is_empty() => dec.payload_mut(),
+            State::Prefixed(dec) if self.replay.is_empty() => dec.payload_mut(),
+            _ => None,
+        };
+        let payload = payload.expect("payload_spare_filled outside a payload");
+        // SAFETY: forwarded from this function's contract.
+        unsafe { payload.assume_written(n) };
+        self.payload_filled(n)
+    }
+
     /// Records that the first `n` bytes of [`Decoder::payload_window`] were filled; returns the
     /// frame when that completed it.
     ///
     /// # Panics
     /// If `n` is larger than the window was (outside a payload the window is empty).
     pub fn payload_filled(&mut self, n: usize) -> Option<Event> {
-        if self.payload_window().is_none() {
+        if self.payload_remaining().is_none() {
             assert_eq!(n, 0, "payload_filled outside a payload");
             return None;
         }

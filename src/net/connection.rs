@@ -1,7 +1,9 @@
 //! One device connection: its socket, its decoder, and what it is waiting for.
 
 use std::io::{self, Read};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -12,7 +14,13 @@ use crate::framing::{DecodeError, Decoder, Event};
 /// Read straight into a frame's buffer when at least this much of it is still missing;
 /// smaller remainders go through the shared scratch buffer, which also picks up the next
 /// header in the same read.
-const DIRECT_READ_MIN: usize = 16 * 1024;
+const DIRECT_READ_MIN: usize = 4 * 1024;
+
+/// How much a read between frames takes when this connection's frames are large: the header
+/// and the start of the payload, which is copied; the rest of the payload is then read
+/// straight into its buffer. Reading the whole scratch buffer instead would copy most of every
+/// frame a second time.
+const HEADER_READ: usize = 4 * 1024;
 
 /// Bytes one connection may read per turn before others get theirs.
 const READ_BUDGET: usize = 1 << 20;
@@ -88,6 +96,9 @@ pub struct Connection {
     /// Bytes read past a stalled frame, fed once it is admitted. At most one scratch buffer.
     pending: Vec<u8>,
     ended: bool,
+    /// The last frame was large enough to be read straight into its buffer, so reads between
+    /// frames take only [`HEADER_READ`] bytes.
+    large_frames: bool,
 }
 
 impl Connection {
@@ -103,6 +114,7 @@ impl Connection {
             held: None,
             pending: Vec::new(),
             ended: false,
+            large_frames: false,
         }
     }
 
@@ -130,7 +142,19 @@ impl Connection {
 
     /// Moves bytes: offers a held frame, feeds held-back bytes, then reads until the socket
     /// would block, the read budget is spent, or a frame cannot be admitted.
-    pub fn pump(&mut self, scratch: &mut [u8], admit: &mut dyn Admit, now: Instant) -> Pumped {
+    ///
+    /// `edge` says a fresh readiness event without a read-closed flag triggered this pump:
+    /// then a read shorter than asked for proves the socket's receive queue was empty, and any
+    /// byte arriving later raises a new edge, so the extra read that would only see
+    /// `WouldBlock` is skipped. (A pending FIN raises no new edge once the event that carried
+    /// it was taken, so a read-closed event is always read to the end.)
+    pub fn pump(
+        &mut self,
+        scratch: &mut [u8],
+        admit: &mut dyn Admit,
+        now: Instant,
+        edge: bool,
+    ) -> Pumped {
         if let Some(frame) = self.held.take() {
             if let Err(frame) = self.offer(frame, admit) {
                 self.held = Some(frame);
@@ -158,13 +182,21 @@ impl Connection {
             if budget == 0 {
                 return Pumped::MoreToRead;
             }
-            let direct = self
-                .decoder
-                .payload_window()
-                .is_some_and(|w| w.len() >= DIRECT_READ_MIN);
-            let read = match self.decoder.payload_window() {
-                Some(window) if direct => self.stream.read(window),
-                _ => self.stream.read(scratch),
+            let missing = self.decoder.payload_remaining();
+            let direct = missing.is_some_and(|missing| missing >= DIRECT_READ_MIN);
+            let (read, asked) = match self.decoder.payload_spare() {
+                Some(spare) if direct => (recv_uninit(&self.stream, spare), spare.len()),
+                _ => {
+                    let want = match missing {
+                        // The end of this frame and the next header.
+                        Some(missing) => missing + HEADER_READ,
+                        None if self.large_frames => HEADER_READ,
+                        // Small frames: as many as fit, one copy each either way.
+                        None => scratch.len(),
+                    };
+                    let want = want.min(scratch.len());
+                    (self.stream.read(&mut scratch[..want]), want)
+                }
             };
             let n = match read {
                 Ok(0) => {
@@ -181,8 +213,11 @@ impl Connection {
             self.bytes += n as u64;
             self.last_activity = now;
             budget = budget.saturating_sub(n);
+            let drained = edge && n < asked;
             if direct {
-                if let Some(Event::Frame(payload)) = self.decoder.payload_filled(n) {
+                // SAFETY: recv_uninit wrote exactly n bytes at the start of the spare part.
+                if let Some(Event::Frame(payload)) = unsafe { self.decoder.payload_spare_filled(n) }
+                {
                     let frame = Received {
                         payload,
                         at: SystemTime::now(),
@@ -192,15 +227,18 @@ impl Connection {
                         return Pumped::Stalled;
                     }
                 }
-                continue;
-            }
-            match self.feed(&scratch[..n], admit) {
-                Err(err) => return Pumped::Closed(Closed::Decode(err)),
-                Ok(Some(stop)) => {
-                    self.pending = scratch[stop..n].to_vec();
-                    return Pumped::Stalled;
+            } else {
+                match self.feed(&scratch[..n], admit) {
+                    Err(err) => return Pumped::Closed(Closed::Decode(err)),
+                    Ok(Some(stop)) => {
+                        self.pending = scratch[stop..n].to_vec();
+                        return Pumped::Stalled;
+                    }
+                    Ok(None) => {}
                 }
-                Ok(None) => {}
+            }
+            if drained && !self.ended {
+                return Pumped::Idle;
             }
         }
     }
@@ -232,9 +270,30 @@ impl Connection {
     }
 
     fn offer(&mut self, frame: Received, admit: &mut dyn Admit) -> Result<(), Received> {
+        let large = frame.payload.len() >= HEADER_READ + DIRECT_READ_MIN;
         admit.admit(&self.peer, frame)?;
+        self.large_frames = large;
         self.frames += 1;
         Ok(())
+    }
+}
+
+/// `recv(2)` into uninitialised memory, so a payload buffer need not be zeroed first.
+fn recv_uninit(stream: &TcpStream, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe writable memory we borrow mutably; recv writes
+    // at most `len` bytes there and reports how many.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            0,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -293,7 +352,7 @@ mod tests {
     ) -> Pumped {
         let mut scratch = vec![0u8; 64 * 1024];
         for _ in 0..500 {
-            let outcome = conn.pump(&mut scratch, gate, Instant::now());
+            let outcome = conn.pump(&mut scratch, gate, Instant::now(), false);
             if done(&outcome, gate) {
                 return outcome;
             }

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -75,6 +76,8 @@ pub struct Server {
     names: DeviceNames,
     intake: Intake,
     messages: Receiver<Message>,
+    /// Set by the first message since the loop last drained; see [`Wake`].
+    wake_pending: Arc<AtomicBool>,
     store_thread: Option<JoinHandle<SequenceStore>>,
     /// Connections holding a frame the sinks could not take, oldest first.
     stalled: VecDeque<Token>,
@@ -108,21 +111,26 @@ impl Server {
             Waker::new(poll.registry(), WAKER).map_err(|e| fail("cannot create the waker", &e))?,
         );
         let (tx, messages) = mpsc::channel();
+        let wake = Wake {
+            waker,
+            pending: Arc::new(AtomicBool::new(false)),
+        };
+        let wake_pending = wake.pending.clone();
 
-        let (sink_tx, sink_waker) = (tx.clone(), waker.clone());
+        let (sink_tx, sink_wake) = (tx.clone(), wake.clone());
         let pool = SinkPool::start(
             &config.sinks,
             Arc::new(move |c| {
                 let _ = sink_tx.send(Message::Sink(c));
-                let _ = sink_waker.wake();
+                sink_wake.wake();
             }),
         )
         .map_err(|e| fail("cannot start sink workers", &e))?;
 
-        let (store_tx, store_waker) = (tx, waker);
+        let (store_tx, store_wake) = (tx, wake);
         let (reservations, store_thread) = store.spawn_writer(move |batch, result| {
             let _ = store_tx.send(Message::Reserved(batch, result));
-            let _ = store_waker.wake();
+            store_wake.wake();
         });
 
         let mut listeners = Vec::with_capacity(config.listeners.len());
@@ -183,6 +191,7 @@ impl Server {
                 reservations,
             },
             messages,
+            wake_pending,
             store_thread: Some(store_thread),
             stalled: VecDeque::new(),
             runnable: VecDeque::new(),
@@ -212,6 +221,8 @@ impl Server {
             } else {
                 Duration::ZERO
             };
+            // Frames admitted during the last turn go to the workers in one batch per sink.
+            self.intake.pool.flush();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -223,13 +234,13 @@ impl Server {
                     WAKER => {} // drained below, whatever woke us
                     SIGNALS => self.on_signal(),
                     Token(t) if t < FIRST_CONNECTION => self.accept(t - FIRST_LISTENER),
-                    token => self.pump(token),
+                    token => self.pump(token, !event.is_read_closed() && !event.is_error()),
                 }
             }
             self.drain_messages();
             for _ in 0..self.runnable.len() {
                 if let Some(token) = self.runnable.pop_front() {
-                    self.pump(token);
+                    self.pump(token, false);
                 }
             }
             if Instant::now() >= self.next_sweep {
@@ -300,14 +311,16 @@ impl Server {
         }
     }
 
-    fn pump(&mut self, token: Token) {
+    /// `edge`: a fresh readiness event without read-closed triggered this (see
+    /// [`Connection::pump`]).
+    fn pump(&mut self, token: Token, edge: bool) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return; // a spurious or stale event
         };
         if conn.is_stalled() || self.shutdown_deadline.is_some() {
             return; // resumed from drain_messages; shutdown reads nothing new
         }
-        let outcome = conn.pump(&mut self.scratch, &mut self.intake, Instant::now());
+        let outcome = conn.pump(&mut self.scratch, &mut self.intake, Instant::now(), edge);
         self.after_pump(token, outcome);
     }
 
@@ -322,6 +335,8 @@ impl Server {
 
     /// Applies completions and reservations, then lets stalled connections retry.
     fn drain_messages(&mut self) {
+        // Cleared before draining: a message sent after this point wakes the loop again.
+        self.wake_pending.store(false, Ordering::SeqCst);
         let mut progress = false;
         while let Ok(message) = self.messages.try_recv() {
             progress = true;
@@ -388,7 +403,7 @@ impl Server {
                     false => Pumped::Stalled,
                 }
             } else {
-                conn.pump(&mut self.scratch, &mut self.intake, Instant::now())
+                conn.pump(&mut self.scratch, &mut self.intake, Instant::now(), false)
             };
             self.after_pump(token, outcome);
         }
@@ -570,5 +585,26 @@ impl Server {
             }
         }
         info!("framegate stopped");
+    }
+}
+
+/// Wakes the loop for a message from another thread, at most once until the loop drains.
+///
+/// Under load workers finish frames faster than the loop turns; one eventfd write per
+/// completion would cost a syscall each for nothing, so only the first message after a drain
+/// writes it.
+#[derive(Clone)]
+struct Wake {
+    waker: Arc<Waker>,
+    pending: Arc<AtomicBool>,
+}
+
+impl Wake {
+    /// Call after sending the message.
+    fn wake(&self) {
+        if !self.pending.swap(true, Ordering::SeqCst) {
+            // Fails only if the loop is gone, and then nobody is waiting for the message.
+            let _ = self.waker.wake();
+        }
     }
 }

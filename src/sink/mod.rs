@@ -7,6 +7,7 @@
 pub mod discard;
 pub mod file;
 pub mod pool;
+pub mod queue;
 pub mod template;
 
 use std::fmt;

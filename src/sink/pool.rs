@@ -3,16 +3,18 @@
 //! The event loop is the only producer. It counts frames in flight per sink and submits a frame
 //! only when every sink has room ([`SinkPool::has_room`]), so a submit never blocks and never
 //! fails; when a sink is full, the loop stops reading the connection instead (TCP backpressure).
+//! Submitted frames are staged and handed to the workers together by [`SinkPool::flush`], once
+//! per turn of the loop (see [`super::queue`]).
 //! Workers report each commit through the `notify` callback, which the loop wires to its
 //! completion channel and `mio::Waker`.
 
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::discard::DiscardSink;
 use super::file::FileSink;
+use super::queue::WorkQueue;
 use super::{Committed, Sink, SinkError};
 use crate::config::{SinkConfig, SinkKind};
 use crate::frame::Frame;
@@ -46,7 +48,9 @@ pub struct SinkCounts {
 
 struct Slot {
     name: String,
-    queue: Option<SyncSender<Arc<Frame>>>,
+    queue: Arc<WorkQueue<Arc<Frame>>>,
+    /// Submitted this turn, not yet handed to the workers.
+    staged: Vec<Arc<Frame>>,
     capacity: usize,
     in_flight: usize,
     counts: SinkCounts,
@@ -67,20 +71,20 @@ impl SinkPool {
                 SinkKind::File(file) => Arc::new(FileSink::new(&config.name, file.clone())),
                 SinkKind::Discard => Arc::new(DiscardSink::new()),
             };
-            let (tx, rx) = mpsc::sync_channel::<Arc<Frame>>(config.queue_capacity);
-            let rx = Arc::new(Mutex::new(rx));
+            let queue = Arc::new(WorkQueue::new());
             let mut workers = Vec::with_capacity(config.workers);
             for w in 0..config.workers {
-                let (sink, rx, notify) = (sink.clone(), rx.clone(), notify.clone());
+                let (sink, queue, notify) = (sink.clone(), queue.clone(), notify.clone());
                 workers.push(
                     thread::Builder::new()
                         .name(format!("fg-sink-{}-{w}", config.name))
-                        .spawn(move || work(index, &*sink, &rx, &*notify))?,
+                        .spawn(move || work(index, &*sink, &queue, &*notify))?,
                 );
             }
             slots.push(Slot {
                 name: config.name.clone(),
-                queue: Some(tx),
+                queue,
+                staged: Vec::new(),
                 capacity: config.queue_capacity,
                 in_flight: 0,
                 counts: SinkCounts::default(),
@@ -95,18 +99,21 @@ impl SinkPool {
         self.slots.iter().all(|s| s.in_flight < s.capacity)
     }
 
-    /// Queues `frame` for every sink. The caller checked [`SinkPool::has_room`].
+    /// Stages `frame` for every sink; [`SinkPool::flush`] hands it to the workers. The caller
+    /// checked [`SinkPool::has_room`].
     pub fn submit(&mut self, frame: Arc<Frame>) {
         assert!(self.has_room(), "submit without room");
         for slot in &mut self.slots {
             slot.in_flight += 1;
-            if let Some(queue) = &slot.queue {
-                // Cannot block or fail: in_flight never exceeds the channel's capacity, and the
-                // workers hold the receiver until the queue is closed.
-                queue
-                    .try_send(frame.clone())
-                    .expect("sink queue has room, as counted");
-            }
+            slot.staged.push(frame.clone());
+        }
+    }
+
+    /// Hands every staged frame to its sink's workers. The loop calls this before it waits
+    /// for events, so no frame is left staged while the loop sleeps.
+    pub fn flush(&mut self) {
+        for slot in &mut self.slots {
+            slot.queue.push_batch(&mut slot.staged);
         }
     }
 
@@ -137,10 +144,12 @@ impl SinkPool {
             .collect()
     }
 
-    /// Closes the queues and waits for the workers, which finish what was queued first.
+    /// Closes the queues and waits for the workers, which finish what was queued (and
+    /// staged) first.
     pub fn stop(&mut self) {
+        self.flush();
         for slot in &mut self.slots {
-            slot.queue = None;
+            slot.queue.close();
         }
         for slot in &mut self.slots {
             for worker in slot.workers.drain(..) {
@@ -156,16 +165,9 @@ impl Drop for SinkPool {
     }
 }
 
-fn work(
-    index: usize,
-    sink: &dyn Sink,
-    queue: &Mutex<Receiver<Arc<Frame>>>,
-    notify: &dyn Fn(Completion),
-) {
-    loop {
-        // Hold the lock only to take a frame, never while committing it.
-        let next = queue.lock().map(|rx| rx.recv());
-        let Ok(Ok(frame)) = next else { return };
+fn work(index: usize, sink: &dyn Sink, queue: &WorkQueue<Arc<Frame>>, notify: &dyn Fn(Completion)) {
+    // The queue's lock is held only to take a frame, never while committing it.
+    while let Some(frame) = queue.pop() {
         let started = Instant::now();
         let result = sink.commit(&frame);
         notify(Completion {
@@ -174,5 +176,80 @@ fn work(
             result,
             elapsed: started.elapsed(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{mpsc, Mutex};
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn frame(seq: u64) -> Arc<Frame> {
+        Arc::new(Frame {
+            listener: Arc::from("l"),
+            device: Arc::from("d"),
+            peer: "127.0.0.1:9".parse().unwrap(),
+            seq,
+            received_at: SystemTime::now(),
+            format: None,
+            payload: vec![seq as u8; 10],
+        })
+    }
+
+    #[test]
+    fn staged_frames_reach_the_workers_on_flush_and_room_returns_on_completion() {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let configs = [SinkConfig {
+            name: "drop".into(),
+            workers: 2,
+            queue_capacity: 3,
+            kind: SinkKind::Discard,
+        }];
+        let mut pool = SinkPool::start(
+            &configs,
+            Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()),
+        )
+        .unwrap();
+
+        for seq in 1..=3 {
+            assert!(pool.has_room());
+            pool.submit(frame(seq));
+        }
+        assert!(!pool.has_room(), "capacity 3 reached");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "nothing reaches a worker before flush"
+        );
+        pool.flush();
+        let mut seqs = Vec::new();
+        for _ in 0..3 {
+            let c = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert!(c.result.is_ok());
+            pool.complete(&c);
+            seqs.push(c.frame.seq);
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert!(pool.has_room());
+        assert_eq!(pool.in_flight(), 0);
+        assert_eq!(
+            pool.counts()[0].1,
+            &SinkCounts {
+                committed: 3,
+                bytes: 30,
+                failed: 0
+            }
+        );
+
+        // Staged but never flushed: stop hands it over before closing, so it is committed.
+        pool.submit(frame(4));
+        pool.stop();
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).unwrap().frame.seq,
+            4
+        );
     }
 }
