@@ -218,3 +218,46 @@ fn framegate_send_with_each_framing() {
     assert_strictly_increasing(&assert_frames_eq(&auto, &all));
     stop_and_count(d, total + all.len());
 }
+
+/// BUG (kept failing, hence ignored; run with `cargo test --test ingest_legacy -- --ignored`):
+/// on an `auto` listener, a u32be stream whose first frame's length has a low byte of 0 (or 1)
+/// is misread as u32le and mangled.
+///
+/// `src/framing/auto.rs`, `binary()`: the little-endian reading is tried first and wins whenever
+/// it is within `max_frame_bytes` and an image signature follows. For a big-endian header
+/// `00 00 90 00` (36,864 bytes) the little-endian reading is 0x00900000 = 9,437,184 bytes, within
+/// the default 32 MiB, and the same signature follows, so the connection is decoded as u32le:
+/// the daemon stores one 9,437,184-byte "frame" spliced from ~95 frames and their headers, then
+/// rejects the rest as an oversize announcement. About 2 in 256 frame sizes trigger it (fewer
+/// with a smaller `max_frame_bytes`). A header `[0, x, y, 0]` is ambiguous on its own, so a fix
+/// has to look past it (e.g. check that the shorter reading's frame is followed by a plausible
+/// next header or the end of the stream before committing to the longer one).
+#[test]
+#[ignore = "daemon bug: auto misreads a u32be length whose low byte is 0 as u32le"]
+fn auto_u32be_first_frame_a_multiple_of_256() {
+    let mut d = daemon();
+    let first = jpeg(30, 36_864);
+    assert_eq!(first.len() % 256, 0);
+    let sent: Vec<Vec<u8>> = std::iter::once(first)
+        .chain((0..95).map(|i| jpeg(31 + i, 100_000)))
+        .collect();
+    let mut stream = connect(d.addr("auto"));
+    let local = stream.local_addr().unwrap();
+    // The daemon may cut the connection off: write errors are expected then.
+    let _ = std::io::Write::write_all(&mut stream, &encode(Wire::U32Be, &sent));
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = wait_closed_by_server(&mut stream, WAIT);
+    let line = d.wait_for_log(&[&format!("connection from {local}"), "closed"], WAIT);
+    assert!(d.terminate().success());
+    // No stored file may be anything but a frame that was sent.
+    for path in d.stored_files() {
+        let stored = Stored::read(&path);
+        assert!(
+            sent.contains(&stored.bytes),
+            "{path:?} ({} bytes) is not a frame that was sent: a mangled frame",
+            stored.bytes.len()
+        );
+    }
+    assert!(line.contains("closed: 96 frames"), "{line}");
+    assert_frames_eq(&d.frames("127.0.0.1", "auto"), &sent);
+}

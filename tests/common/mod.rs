@@ -208,11 +208,17 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "only {} of {n} files stored after {timeout:?}: {files:?}",
+                "only {} of {n} files stored after {timeout:?}",
                 files.len()
             );
             thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The stored frames of `device` on `listener`, in sequence order.
+    pub fn frames(&self, device: &str, listener: &str) -> Vec<Stored> {
+        let dir = self.frames_root().join(device).join(listener);
+        walk(&dir).iter().map(|p| Stored::read(p)).collect()
     }
 
     /// Waits (bounded by [`WAIT`]) until `n` frames of `device` on `listener` are stored and
