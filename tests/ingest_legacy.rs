@@ -51,13 +51,6 @@ fn stop_and_count(mut d: Daemon, total: usize) {
     assert_eq!(files.len(), total, "stored files: {files:?}");
 }
 
-fn assert_strictly_increasing(seqs: &[u64]) {
-    assert!(
-        seqs.windows(2).all(|w| w[0] < w[1]),
-        "sequence numbers not increasing: {seqs:?}"
-    );
-}
-
 #[test]
 fn classic_ascii_with_sleep_between_length_and_image() {
     let d = daemon();

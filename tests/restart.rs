@@ -69,10 +69,7 @@ fn sigkill_then_restart_never_reuses_a_number() {
         let seqs = assert_frames_eq(&all, &sent);
         let (old, new) = seqs.split_at(seqs_before.len());
         assert_eq!(old, seqs_before, "run {i}: earlier frames changed");
-        assert!(
-            new.windows(2).all(|w| w[0] < w[1]),
-            "run {i}: new numbers not increasing: {new:?}"
-        );
+        assert_strictly_increasing(new);
         if let Some(last) = seqs_before.last() {
             assert!(
                 new[0] > *last,

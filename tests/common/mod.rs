@@ -315,7 +315,7 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
 /// A file sink's temporary file (`.framegate-*.tmp`), or anything else that looks temporary.
 pub fn is_tmp(path: &Path) -> bool {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    name.starts_with('.') || name.ends_with(".tmp") || name.contains(".tmp")
+    name.starts_with('.') || name.contains(".tmp")
 }
 
 /// Asserts that nothing temporary is left below `dir`.
@@ -372,6 +372,14 @@ pub fn assert_frames_eq(stored: &[Stored], sent: &[Vec<u8>]) -> Vec<u64> {
         assert_eq!(s.ext, ext_of(b), "{:?}: wrong extension", s.path);
     }
     stored.iter().map(|s| s.seq).collect()
+}
+
+/// Asserts that sequence numbers only grow.
+pub fn assert_strictly_increasing(seqs: &[u64]) {
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "sequence numbers not increasing: {seqs:?}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------
