@@ -37,12 +37,12 @@ fn plans() -> Vec<Plan> {
             };
             let wire = [Wire::Ascii, Wire::U32Le, Wire::U32Be][(d as usize + c) % 3];
             let mut frames = frames(u64::from(d) * 1000 + c as u64, n, 8, hi);
-            if wire == Wire::U32Be && frames[0].len() % 256 < 2 {
-                // Keep clear of the auto misdetection that ingest_legacy.rs's
-                // `auto_u32be_first_frame_a_multiple_of_256` documents: this test is about
-                // concurrency.
-                let len = frames[0].len();
-                frames[0].truncate(len - 2);
+            if wire == Wire::U32Be {
+                // A length that is a multiple of 256 also reads as a u32le length within
+                // max_frame_bytes: every u32be device here exercises auto's rule 3
+                // (ingest_legacy.rs, `auto_u32be_first_frame_a_multiple_of_256`).
+                let len = (frames[0].len() / 256 * 256).max(256);
+                frames[0].resize(len, 0x5a);
             }
             plans.push(Plan {
                 device: Ipv4Addr::new(127, 0, 0, 10 + d),

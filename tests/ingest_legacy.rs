@@ -212,21 +212,13 @@ fn framegate_send_with_each_framing() {
     stop_and_count(d, total + all.len());
 }
 
-/// BUG (kept failing, hence ignored; run with `cargo test --test ingest_legacy -- --ignored`):
-/// on an `auto` listener, a u32be stream whose first frame's length has a low byte of 0 (or 1)
-/// is misread as u32le and mangled.
-///
-/// `src/framing/auto.rs`, `binary()`: the little-endian reading is tried first and wins whenever
-/// it is within `max_frame_bytes` and an image signature follows. For a big-endian header
-/// `00 00 90 00` (36,864 bytes) the little-endian reading is 0x00900000 = 9,437,184 bytes, within
-/// the default 32 MiB, and the same signature follows, so the connection is decoded as u32le:
-/// the daemon stores one 9,437,184-byte "frame" spliced from ~95 frames and their headers, then
-/// rejects the rest as an oversize announcement. About 2 in 256 frame sizes trigger it (fewer
-/// with a smaller `max_frame_bytes`). A header `[0, x, y, 0]` is ambiguous on its own, so a fix
-/// has to look past it (e.g. check that the shorter reading's frame is followed by a plausible
-/// next header or the end of the stream before committing to the longer one).
+/// Regression: on an `auto` listener, a u32be stream whose first frame's length has a low byte
+/// of 0 was misread as u32le and mangled. For a big-endian header `00 00 90 00` (36,864 bytes)
+/// the little-endian reading is 0x00900000 = 9,437,184 bytes, within the default 32 MiB, and
+/// the same signature follows; the daemon stored one 9,437,184-byte "frame" spliced from ~95
+/// frames and their headers. Auto's rule 3 (src/framing/auto.rs) now receives the shorter
+/// reading's frame first and checks what follows it.
 #[test]
-#[ignore = "daemon bug: auto misreads a u32be length whose low byte is 0 as u32le"]
 fn auto_u32be_first_frame_a_multiple_of_256() {
     let mut d = daemon();
     let first = jpeg(30, 36_864);
@@ -253,4 +245,51 @@ fn auto_u32be_first_frame_a_multiple_of_256() {
     }
     assert!(line.contains("closed: 96 frames"), "{line}");
     assert_frames_eq(&d.frames("127.0.0.1", "auto"), &sent);
+}
+
+/// Auto's rule 3 when nothing follows the first frame: a lone u32be frame whose length also
+/// reads as a u32le length in range is stored when the device closes, and when it only falls
+/// silent (the idle timeout settles it, rather than dropping a complete frame).
+#[test]
+fn auto_lone_ambiguous_frame_is_stored_on_close_and_on_idle_timeout() {
+    let mut d = Daemon::start(
+        &[
+            listener("auto", "auto", "idle_timeout = \"1s\""),
+            FILE_SINK.to_string(),
+        ]
+        .concat(),
+    );
+    // 36,864 bytes: u32be 00 00 90 00, or 9,437,184 bytes as u32le. Random bytes after the
+    // JPEG magic, so no end-of-image marker settles it early.
+    let closed = jpeg(40, 36_864);
+    let silent = jpeg(41, 36_864 * 2);
+    assert_ne!(&closed[closed.len() - 2..], b"\xff\xd9");
+    assert_ne!(&silent[silent.len() - 2..], b"\xff\xd9");
+
+    let mut stream = connect(d.addr("auto"));
+    std::io::Write::write_all(
+        &mut stream,
+        &encode(Wire::U32Be, std::slice::from_ref(&closed)),
+    )
+    .unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    wait_closed_by_server(&mut stream, WAIT).unwrap();
+    let first = d.wait_for_frames("127.0.0.1", "auto", 1);
+    assert_frames_eq(&first, std::slice::from_ref(&closed));
+
+    let mut quiet = connect(d.addr("auto"));
+    let local = quiet.local_addr().unwrap();
+    std::io::Write::write_all(
+        &mut quiet,
+        &encode(Wire::U32Be, std::slice::from_ref(&silent)),
+    )
+    .unwrap();
+    // The daemon closes the silent connection after its 1 s idle timeout.
+    wait_closed_by_server(&mut quiet, WAIT).unwrap();
+    let line = d.wait_for_log(&[&format!("connection from {local}"), "idle"], WAIT);
+    assert!(line.contains("framing the silence settled"), "{line}");
+    assert!(!line.contains("dropped"), "{line}");
+    let both = d.wait_for_frames("127.0.0.1", "auto", 2);
+    assert_frames_eq(&both, &[closed, silent]);
+    assert!(d.terminate().success());
 }

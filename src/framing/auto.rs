@@ -8,20 +8,31 @@
 //!    as in rule 2 (a little-endian length whose low byte happens to be a digit), else
 //!    `ascii-length`.
 //! 2. **Anything else.** The first 4 bytes are a length: four zero bytes are `u32le`'s
-//!    end-of-stream marker. Otherwise the little-endian reading, then the big-endian one,
-//!    qualifies when it is between 1 and `max_frame_bytes` and the payload starts with a JPEG,
-//!    PNG, GIF, BMP, WebP or TIFF signature; the first that qualifies wins. If neither does but
-//!    an image signature follows, the frame is refused as oversize; otherwise the connection is
+//!    end-of-stream marker. Otherwise each reading, little-endian and big-endian, qualifies
+//!    when it is between 1 and `max_frame_bytes` and the payload starts with a JPEG, PNG, GIF,
+//!    BMP, WebP or TIFF signature. If exactly one qualifies, it wins. If neither does but an
+//!    image signature follows, the frame is refused as oversize; otherwise the connection is
 //!    rejected as unrecognised.
+//! 3. **Both readings qualify** (a header like `00 00 90 00`: 36,864 bytes big-endian,
+//!    9,437,184 little-endian, both under the default 32 MiB). The first frame is received
+//!    with the *shorter* length, and that reading wins if its payload ends the way its format
+//!    ends (JPEG `FF D9`, PNG's `IEND` chunk, a BMP or WebP header's own size field equal to
+//!    it), or else if the bytes after it, read in the same byte order, are a plausible next
+//!    header: zero, or a length between 1 and `max_frame_bytes` followed by an image
+//!    signature; or if the stream ends right there. Otherwise the longer reading wins. Inside
+//!    a real image, a valid header followed by a signature at exactly that offset does not
+//!    occur in practice, so a stream of several frames is always read the way it was sent.
 //!
-//! The decision needs at most [`SNIFF_LIMIT`] bytes; those are then replayed into the chosen
-//! decoder, so nothing is lost. A connection that needs a framing outside this rule (a
+//! Rules 1 and 2 need at most [`SNIFF_LIMIT`] bytes; rule 3 holds the shorter frame and the
+//! next header (bounded by `max_frame_bytes` + 20). The held bytes are then replayed into the
+//! chosen decoder, so nothing is lost. A connection that needs a framing outside this rule (a
 //! non-image payload after a binary length, say) sets `framing` explicitly on its listener.
 
-use super::signature::{classify, Signature, PROBE_LEN};
+use super::signature::{classify, ends_as_its_format_ends, Signature, PROBE_LEN};
 use super::{DecodeError, Framing};
 
-/// The most bytes `auto` holds before it decides: a 4-byte length and a signature probe.
+/// The most bytes `auto` holds before it decides by rules 1 and 2: a 4-byte length and a
+/// signature probe.
 pub const SNIFF_LIMIT: usize = 4 + PROBE_LEN;
 
 /// Outcome of feeding the sniffer.
@@ -45,6 +56,33 @@ pub enum Sniffed {
 pub struct Sniffer {
     max: u64,
     held: Vec<u8>,
+    /// Set once both 4-byte readings qualified (rule 3).
+    ambiguous: Option<Ambiguity>,
+}
+
+/// Two readings of the first header that both qualify: (framing, announced length) each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ambiguity {
+    shorter: (Framing, u64),
+    longer: (Framing, u64),
+}
+
+impl Ambiguity {
+    /// Where the first frame ends under the shorter reading.
+    fn frame_end(&self) -> usize {
+        4 + self.shorter.1 as usize
+    }
+}
+
+/// What the rule says about the bytes seen so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// More bytes are needed.
+    Undecided,
+    /// This framing.
+    Framing(Framing),
+    /// Both binary readings qualify; rule 3 decides after the shorter frame.
+    Ambiguous(Ambiguity),
 }
 
 impl Sniffer {
@@ -53,6 +91,7 @@ impl Sniffer {
         Sniffer {
             max,
             held: Vec::with_capacity(SNIFF_LIMIT),
+            ambiguous: None,
         }
     }
 
@@ -61,52 +100,128 @@ impl Sniffer {
         self.held.is_empty()
     }
 
-    /// Takes bytes one at a time and decides at the earliest byte the rule allows, so the
-    /// outcome does not depend on how the input was chunked.
+    /// Takes bytes and decides at the earliest byte the rule allows, so the outcome does not
+    /// depend on how the input was chunked.
     pub fn feed(&mut self, input: &[u8]) -> Result<Sniffed, DecodeError> {
-        for (i, &byte) in input.iter().enumerate() {
-            self.held.push(byte);
-            if let Some(framing) = decide(&self.held, self.max)? {
-                return Ok(Sniffed::Decided {
-                    framing,
-                    buffered: std::mem::take(&mut self.held),
-                    consumed: i + 1,
-                });
+        let mut taken = 0;
+        while taken < input.len() {
+            let verdict = match self.ambiguous {
+                Some(ambiguity) => {
+                    // Nothing can be decided before the shorter frame's end: take it in bulk.
+                    let wanted = ambiguity.frame_end().saturating_sub(self.held.len()).max(1);
+                    let n = wanted.min(input.len() - taken);
+                    self.held.extend_from_slice(&input[taken..taken + n]);
+                    taken += n;
+                    settle(&ambiguity, &self.held, self.max)
+                }
+                None => {
+                    self.held.push(input[taken]);
+                    taken += 1;
+                    let verdict = decide(&self.held, self.max)?;
+                    if let Verdict::Ambiguous(ambiguity) = verdict {
+                        // The shorter frame and the next header, allocated once; the shorter
+                        // reading is within max_frame_bytes.
+                        let room = ambiguity.frame_end() + 4 + PROBE_LEN;
+                        self.held
+                            .reserve_exact(room.saturating_sub(self.held.len()));
+                        self.ambiguous = Some(ambiguity);
+                        settle(&ambiguity, &self.held, self.max)
+                    } else {
+                        verdict
+                    }
+                }
+            };
+            match verdict {
+                Verdict::Framing(framing) => {
+                    return Ok(Sniffed::Decided {
+                        framing,
+                        buffered: std::mem::take(&mut self.held),
+                        consumed: taken,
+                    })
+                }
+                Verdict::Undecided => {}
+                Verdict::Ambiguous(_) => unreachable!("settle never returns Ambiguous"),
             }
-            debug_assert!(self.held.len() < SNIFF_LIMIT, "rule did not decide in time");
+            debug_assert!(
+                self.ambiguous.is_some() || self.held.len() < SNIFF_LIMIT,
+                "rule did not decide in time"
+            );
         }
         Ok(Sniffed::NeedMore)
     }
+
+    /// The peer closed. If the bytes held are exactly one frame under rule 3's shorter
+    /// reading, that reading wins (the longer one would be a truncated frame): returns it with
+    /// the bytes to replay.
+    pub fn end(&mut self) -> Option<(Framing, Vec<u8>)> {
+        let ambiguity = self.ambiguous?;
+        (self.held.len() == ambiguity.frame_end())
+            .then(|| (ambiguity.shorter.0, std::mem::take(&mut self.held)))
+    }
 }
 
-/// Applies the rule to the first bytes: `Ok(None)` means more bytes are needed.
-pub fn decide(first: &[u8], max: u64) -> Result<Option<Framing>, DecodeError> {
+/// Rule 3, once the bytes reach past the shorter frame's end.
+fn settle(ambiguity: &Ambiguity, held: &[u8], max: u64) -> Verdict {
+    let end = ambiguity.frame_end();
+    let Some(payload) = held.get(4..end) else {
+        return Verdict::Undecided;
+    };
+    if ends_as_its_format_ends(payload) {
+        return Verdict::Framing(ambiguity.shorter.0);
+    }
+    let next = &held[end..];
+    let Some(head) = next.get(..4) else {
+        return Verdict::Undecided;
+    };
+    let head: [u8; 4] = head.try_into().expect("4 bytes");
+    let len = u64::from(match ambiguity.shorter.0 {
+        Framing::U32Be => u32::from_be_bytes(head),
+        _ => u32::from_le_bytes(head),
+    });
+    let plausible = match len {
+        0 => true,
+        len if len > max => false,
+        len => match classify(&next[4..], len) {
+            Signature::Image(_) => true,
+            Signature::NotImage => false,
+            Signature::NeedMore => return Verdict::Undecided,
+        },
+    };
+    Verdict::Framing(if plausible {
+        ambiguity.shorter.0
+    } else {
+        ambiguity.longer.0
+    })
+}
+
+/// Applies rules 1 and 2 to the first bytes.
+pub fn decide(first: &[u8], max: u64) -> Result<Verdict, DecodeError> {
     let Some(&lead) = first.first() else {
-        return Ok(None);
+        return Ok(Verdict::Undecided);
     };
     if lead.is_ascii_digit() {
         let digits = first.iter().take_while(|b| b.is_ascii_digit()).count();
         if digits >= 4 {
-            return Ok(Some(Framing::AsciiLength));
+            return Ok(Verdict::Framing(Framing::AsciiLength));
         }
         if digits == first.len() {
-            return Ok(None);
+            return Ok(Verdict::Undecided);
         }
         return Ok(match binary(first, max, false) {
-            Binary::Qualifies(framing) => Some(framing),
-            Binary::NeedMore => None,
-            Binary::No { .. } => Some(Framing::AsciiLength),
+            Binary::Qualifies(verdict) => verdict,
+            Binary::NeedMore => Verdict::Undecided,
+            Binary::No { .. } => Verdict::Framing(Framing::AsciiLength),
         });
     }
     if first.len() < 4 {
-        return Ok(None);
+        return Ok(Verdict::Undecided);
     }
     if first[..4] == [0; 4] {
-        return Ok(Some(Framing::U32Le));
+        return Ok(Verdict::Framing(Framing::U32Le));
     }
     match binary(first, max, true) {
-        Binary::Qualifies(framing) => Ok(Some(framing)),
-        Binary::NeedMore => Ok(None),
+        Binary::Qualifies(verdict) => Ok(verdict),
+        Binary::NeedMore => Ok(Verdict::Undecided),
         Binary::No {
             oversize_image: Some(announced),
         } => Err(DecodeError::Oversize { announced, max }),
@@ -119,7 +234,8 @@ pub fn decide(first: &[u8], max: u64) -> Result<Option<Framing>, DecodeError> {
 }
 
 enum Binary {
-    Qualifies(Framing),
+    /// One reading qualifies ([`Verdict::Framing`]) or both do ([`Verdict::Ambiguous`]).
+    Qualifies(Verdict),
     NeedMore,
     /// Neither reading qualifies; if an image signature follows anyway, the smaller reading
     /// above `max` (the one that failed for being too large).
@@ -141,16 +257,27 @@ fn binary(first: &[u8], max: u64, probe_oversize: bool) -> Binary {
         (Framing::U32Le, u64::from(u32::from_le_bytes(head))),
         (Framing::U32Be, u64::from(u32::from_be_bytes(head))),
     ];
+    let mut qualifying = Vec::with_capacity(2);
     for (framing, len) in readings {
         if len == 0 || len > max {
             continue;
         }
         match classify(payload_start, len) {
-            Signature::Image(_) => return Binary::Qualifies(framing),
-            // Wait for this reading before trying the next, so the order of preference holds.
+            Signature::Image(_) => qualifying.push((framing, len)),
+            // Both readings are judged before either wins.
             Signature::NeedMore => return Binary::NeedMore,
             Signature::NotImage => {}
         }
+    }
+    match qualifying[..] {
+        [(framing, _)] => return Binary::Qualifies(Verdict::Framing(framing)),
+        // A palindromic header reads the same both ways: no question which frame it is.
+        [(framing, a), (_, b)] if a == b => return Binary::Qualifies(Verdict::Framing(framing)),
+        [a, b] => {
+            let (shorter, longer) = if a.1 < b.1 { (a, b) } else { (b, a) };
+            return Binary::Qualifies(Verdict::Ambiguous(Ambiguity { shorter, longer }));
+        }
+        _ => {}
     }
     if !probe_oversize {
         return Binary::No {
@@ -308,6 +435,111 @@ mod tests {
     fn oversize_ascii_is_reported_as_oversize() {
         let (_, err) = auto(b"99999999999\xff\xd8\xff");
         assert!(matches!(err, Some(DecodeError::Oversize { .. })), "{err:?}");
+    }
+
+    /// A JPEG-looking payload of `len` bytes that does not end in `FF D9`, from a simple PRNG.
+    fn noisy_jpeg(len: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+        let mut p: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        p[..4].copy_from_slice(b"\xff\xd8\xff\xe0");
+        p[len - 1] = 0;
+        p
+    }
+
+    fn stream(framing: Framing, payloads: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in payloads {
+            let len = p.len() as u32;
+            out.extend(match framing {
+                Framing::U32Be => len.to_be_bytes(),
+                _ => len.to_le_bytes(),
+            });
+            out.extend(p);
+        }
+        out
+    }
+
+    /// Chunkings that cut inside the first frame, at its end and inside the next header.
+    fn chunkings(stream: &[u8]) -> Vec<Vec<&[u8]>> {
+        let mut all = vec![vec![stream]];
+        for cut in [1, 5, 4096, 4100, 4101, 4104, 4107, 20_000] {
+            if cut < stream.len() {
+                all.push(vec![&stream[..cut], &stream[cut..]]);
+            }
+        }
+        all.push(stream.chunks(997).collect());
+        all
+    }
+
+    #[test]
+    fn both_readings_qualify_the_stream_decides() {
+        // Header 00 10 00 00: u32le 4096, u32be 1,048,576, both within a 1 MiB max.
+        let max = 1 << 20;
+        let le_frames = vec![
+            noisy_jpeg(4096, 1),
+            noisy_jpeg(3000, 2),
+            noisy_jpeg(5000, 3),
+        ];
+        let be_frames = vec![noisy_jpeg(1 << 20, 4), noisy_jpeg(70_000, 5)];
+        for (framing, sent) in [(Framing::U32Le, &le_frames), (Framing::U32Be, &be_frames)] {
+            let wire = stream(framing, sent);
+            for chunks in chunkings(&wire) {
+                let (events, err) = decode_chunks(Framing::Auto, max, &chunks);
+                assert_eq!(err, None, "{framing}");
+                assert_eq!(&frames(events), sent, "{framing}");
+            }
+        }
+    }
+
+    #[test]
+    fn big_endian_length_with_a_zero_low_byte_is_not_read_little_endian() {
+        // 0x9000 = 36,864 bytes big-endian reads as 9,437,184 little-endian, under the
+        // default 32 MiB: the case a field u32be camera hit.
+        let sent = vec![noisy_jpeg(0x9000, 6), noisy_jpeg(0x9100, 7)];
+        let (events, err) =
+            decode_chunks(Framing::Auto, 32 << 20, &[&stream(Framing::U32Be, &sent)]);
+        assert_eq!(err, None);
+        assert_eq!(frames(events), sent);
+    }
+
+    #[test]
+    fn a_lone_ambiguous_frame_is_settled_by_the_end_of_the_stream() {
+        let sent = vec![noisy_jpeg(0x9000, 8)];
+        let wire = stream(Framing::U32Be, &sent);
+        let mut dec = Decoder::new(Framing::Auto, 32 << 20);
+        assert_eq!(dec.feed(&wire).unwrap().consumed, wire.len());
+        assert_eq!(
+            dec.framing(),
+            None,
+            "still undecided: nothing ends the frame"
+        );
+        assert!(dec.is_mid_frame());
+        assert_eq!(dec.end(), Ok(Some(Event::Frame(sent[0].clone()))));
+        assert_eq!(dec.framing(), Some(Framing::U32Be));
+
+        // One byte short of the shorter frame: truncated, whichever reading was meant.
+        let mut dec = Decoder::new(Framing::Auto, 32 << 20);
+        dec.feed(&wire[..wire.len() - 1]).unwrap();
+        assert!(matches!(dec.end(), Err(DecodeError::Truncated { .. })));
+    }
+
+    #[test]
+    fn a_jpeg_end_marker_settles_at_once() {
+        let mut jpeg = noisy_jpeg(0x9000, 9);
+        let n = jpeg.len();
+        jpeg[n - 2..].copy_from_slice(b"\xff\xd9");
+        let mut dec = Decoder::new(Framing::Auto, 32 << 20);
+        let fed = dec.feed(&stream(Framing::U32Be, &[jpeg.clone()])).unwrap();
+        assert_eq!(fed.event, Some(Event::Frame(jpeg)));
+        assert_eq!(dec.framing(), Some(Framing::U32Be));
+        assert_eq!(dec.end(), Ok(None));
     }
 
     #[test]

@@ -184,8 +184,8 @@ pub struct Decoder {
     max_frame_bytes: u64,
     /// Bytes `auto` took in earlier calls before it decided, not yet fed to the chosen decoder.
     /// They may hold several short frames, and a call reports at most one event, so they are
-    /// drained across calls, always before the caller's current input (never more than
-    /// [`auto::SNIFF_LIMIT`] bytes).
+    /// drained across calls, always before the caller's current input (at most
+    /// [`auto::SNIFF_LIMIT`] bytes, or one frame and a header when both byte orders qualified).
     replay: Vec<u8>,
 }
 
@@ -350,6 +350,24 @@ impl Decoder {
         }
     }
 
+    /// The peer closed: returns the last frame if only the end of the stream completed it,
+    /// then checks like [`Decoder::finish`]. (That happens with `auto` when a stream's only
+    /// frame has a header both byte orders can read: see [`auto`], rule 3.) Call it once,
+    /// after feeding every byte.
+    pub fn end(&mut self) -> Result<Option<Event>, DecodeError> {
+        if let State::Sniffing(sniffer) = &mut self.state {
+            if let Some((framing, buffered)) = sniffer.end() {
+                self.state = Decoder::new(framing, self.max_frame_bytes).state;
+                self.replay = buffered;
+                let fed = self.feed(&[])?;
+                debug_assert!(self.replay.is_empty(), "a whole frame was replayed");
+                self.finish()?;
+                return Ok(fed.event);
+            }
+        }
+        self.finish().map(|()| None)
+    }
+
     /// Checks that the stream may end here (the peer closed): `Ok` between frames or after an
     /// end-of-stream marker, `Truncated` inside a frame.
     pub fn finish(&self) -> Result<(), DecodeError> {
@@ -432,7 +450,13 @@ pub(crate) mod test_util {
                 }
             }
         }
-        (events, dec.finish().err())
+        match dec.end() {
+            Ok(last) => {
+                events.extend(last);
+                (events, None)
+            }
+            Err(err) => (events, Some(err)),
+        }
     }
 
     pub fn frames(events: Vec<Event>) -> Vec<Vec<u8>> {

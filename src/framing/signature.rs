@@ -44,6 +44,27 @@ pub fn classify(start: &[u8], payload_len: u64) -> Signature {
     }
 }
 
+/// True when `payload` ends exactly the way its format says a file ends: JPEG's end-of-image
+/// marker `FF D9`, PNG's `IEND` chunk with its fixed CRC, or a BMP or WebP header whose size
+/// field equals the payload's length. `auto` uses it to tell which of two plausible length
+/// readings delimits a frame; formats without such an end (GIF's one-byte trailer is too
+/// weak, TIFF has none) answer false and are judged by what follows.
+pub fn ends_as_its_format_ends(payload: &[u8]) -> bool {
+    const PNG_END: &[u8] = b"IEND\xae\x42\x60\x82";
+    let le32 = |at: usize| {
+        payload
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+    };
+    match image_format(payload) {
+        Some(ImageFormat::Jpeg) => payload.len() > 4 && payload.ends_with(&[0xff, 0xd9]),
+        Some(ImageFormat::Png) => payload.len() > 8 + PNG_END.len() && payload.ends_with(PNG_END),
+        Some(ImageFormat::Bmp) => le32(2) == Some(payload.len()),
+        Some(ImageFormat::WebP) => le32(4).map(|riff| riff + 8) == Some(payload.len()),
+        _ => false,
+    }
+}
+
 /// The image format a payload's magic bytes name, if the `image` crate knows it.
 pub fn image_format(payload: &[u8]) -> Option<ImageFormat> {
     image::guess_format(payload).ok()
@@ -86,6 +107,29 @@ mod tests {
         assert_eq!(classify(b"BM", 2), Signature::Image(ImageFormat::Bmp));
         // Known to the image crate, but not a camera format auto accepts.
         assert_eq!(classify(b"P6 garbage..", 1000), Signature::NotImage);
+    }
+
+    #[test]
+    fn format_ends() {
+        assert!(ends_as_its_format_ends(b"\xff\xd8\xff\xe0 data \xff\xd9"));
+        assert!(!ends_as_its_format_ends(
+            b"\xff\xd8\xff\xe0 data \xff\xd9 pad"
+        ));
+        assert!(ends_as_its_format_ends(
+            b"\x89PNG\r\n\x1a\n....\0\0\0\0IEND\xae\x42\x60\x82"
+        ));
+        let mut bmp = b"BM\0\0\0\0 rest of a bitmap".to_vec();
+        let len = bmp.len() as u32;
+        bmp[2..6].copy_from_slice(&len.to_le_bytes());
+        assert!(ends_as_its_format_ends(&bmp));
+        assert!(!ends_as_its_format_ends(&bmp[..bmp.len() - 1]));
+        let mut webp = b"RIFF\0\0\0\0WEBPVP8 data".to_vec();
+        let riff = webp.len() as u32 - 8;
+        webp[4..8].copy_from_slice(&riff.to_le_bytes());
+        assert!(ends_as_its_format_ends(&webp));
+        assert!(!ends_as_its_format_ends(b"GIF89a....;"));
+        assert!(!ends_as_its_format_ends(b"II*\0 tiff"));
+        assert!(!ends_as_its_format_ends(b"random"));
     }
 
     #[test]

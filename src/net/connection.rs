@@ -66,6 +66,15 @@ pub enum Closed {
     Io(io::Error),
 }
 
+/// How the input of a connection ended.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// The u32le end-of-stream marker.
+    Marker,
+    /// The peer closed its side.
+    PeerClosed,
+}
+
 /// Where a connection stands after [`Connection::pump`].
 #[derive(Debug)]
 pub enum Pumped {
@@ -95,7 +104,8 @@ pub struct Connection {
     held: Option<Received>,
     /// Bytes read past a stalled frame, fed once it is admitted. At most one scratch buffer.
     pending: Vec<u8>,
-    ended: bool,
+    /// The input is over; the connection closes once a held frame was handed over.
+    ended: Option<Ending>,
     /// The last frame was large enough to be read straight into its buffer, so reads between
     /// frames take only [`HEADER_READ`] bytes.
     large_frames: bool,
@@ -113,7 +123,7 @@ impl Connection {
             decoder,
             held: None,
             pending: Vec::new(),
-            ended: false,
+            ended: None,
             large_frames: false,
         }
     }
@@ -121,6 +131,19 @@ impl Connection {
     /// The decoder, for log lines (framing in use, frame in progress).
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
+    }
+
+    /// The connection fell silent for its idle timeout and is being closed: returns a frame
+    /// that only the end of its input completes (`auto`, rule 3: the stream's first frame had
+    /// a header both byte orders can read, and nothing followed it), for the caller to offer.
+    pub fn end_idle(&mut self) -> Option<Received> {
+        match self.decoder.end() {
+            Ok(Some(Event::Frame(payload))) => Some(Received {
+                payload,
+                at: SystemTime::now(),
+            }),
+            _ => None,
+        }
     }
 
     /// True while a complete frame waits for the sinks.
@@ -176,8 +199,11 @@ impl Connection {
         }
         let mut budget = READ_BUDGET;
         loop {
-            if self.ended {
-                return Pumped::Closed(Closed::EndOfStream);
+            if let Some(ending) = self.ended {
+                return Pumped::Closed(match ending {
+                    Ending::Marker => Closed::EndOfStream,
+                    Ending::PeerClosed => Closed::PeerClosed,
+                });
             }
             if budget == 0 {
                 return Pumped::MoreToRead;
@@ -200,10 +226,23 @@ impl Connection {
             };
             let n = match read {
                 Ok(0) => {
-                    return Pumped::Closed(match self.decoder.finish() {
-                        Ok(()) => Closed::PeerClosed,
-                        Err(err) => Closed::Decode(err),
-                    })
+                    self.ended = Some(Ending::PeerClosed);
+                    match self.decoder.end() {
+                        Err(err) => return Pumped::Closed(Closed::Decode(err)),
+                        // A frame only the end of the stream completed (auto, rule 3).
+                        Ok(Some(Event::Frame(payload))) => {
+                            let frame = Received {
+                                payload,
+                                at: SystemTime::now(),
+                            };
+                            if let Err(frame) = self.offer(frame, admit) {
+                                self.held = Some(frame);
+                                return Pumped::Stalled;
+                            }
+                        }
+                        Ok(_) => {}
+                    }
+                    continue;
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Pumped::Idle,
@@ -237,7 +276,7 @@ impl Connection {
                     Ok(None) => {}
                 }
             }
-            if drained && !self.ended {
+            if drained && self.ended.is_none() {
                 return Pumped::Idle;
             }
         }
@@ -262,7 +301,7 @@ impl Connection {
                     }
                 }
                 // Any byte after the marker makes the next feed fail with DataAfterEnd.
-                Some(Event::End) => self.ended = true,
+                Some(Event::End) => self.ended = Some(Ending::Marker),
                 None => {}
             }
         }

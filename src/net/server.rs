@@ -21,7 +21,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use super::connection::{Closed, Connection, Peer, Pumped};
+use super::connection::{Admit, Closed, Connection, Peer, Pumped};
 use super::intake::Intake;
 use super::{limits, listener};
 use crate::config::{Config, ListenerConfig};
@@ -480,14 +480,29 @@ impl Server {
             };
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let listener = self.listener_name(conn.peer.listener);
-            let (addr, device) = (&conn.peer.addr, &conn.peer.device);
-            let inside = match (conn.decoder().is_mid_frame(), conn.decoder().announced()) {
+            let mut inside = match (conn.decoder().is_mid_frame(), conn.decoder().announced()) {
                 (true, Some(size)) => {
                     format!(" inside a frame of {size} bytes; partial frame dropped")
                 }
                 (true, None) => " inside a length header; partial header dropped".to_string(),
                 (false, _) => " between frames".to_string(),
             };
+            if let Some(frame) = conn.end_idle() {
+                // Complete all along; only its framing waited for more bytes. Offered like
+                // any frame; if the sinks have no room this instant it cannot wait (the
+                // connection is going), which is rare enough to log.
+                let size = frame.payload.len();
+                inside = match self.intake.admit(&conn.peer, frame) {
+                    Ok(()) => {
+                        conn.frames += 1;
+                        format!(" after a {size}-byte frame whose framing the silence settled")
+                    }
+                    Err(_) => format!(
+                        " after a {size}-byte frame whose framing the silence settled; the sinks were full, frame dropped"
+                    ),
+                };
+            }
+            let (addr, device) = (&conn.peer.addr, &conn.peer.device);
             warn!(
                 "connection from {addr} (device {device}) on {listener:?} idle for {}{inside}; closed after {} frames, {} bytes",
                 humantime::format_duration(timeout),
