@@ -5,8 +5,9 @@
 //! at the first byte that is not a digit. One separator right after the digits is tolerated and
 //! skipped: `\r\n`, `\n` or a single space (a lone `\r` not followed by `\n` is payload). So a
 //! payload must not start with a digit, `\n` or space, which holds for every image format. A
-//! zero length is an empty frame and is skipped. The limit is checked while the digits arrive,
-//! so a huge number is refused before anything is allocated for it.
+//! zero length is an empty frame and is skipped. The limit is checked when the digits end
+//! (at the first non-digit, or when the stream ends), before anything is allocated for the
+//! payload; more than [`MAX_DIGITS`] digits are refused at the 21st.
 
 use super::{DecodeError, Event, Fed, Payload};
 
@@ -54,16 +55,11 @@ impl AsciiLength {
                         if *count > MAX_DIGITS {
                             return Err(DecodeError::TooManyDigits);
                         }
+                        // Past max the number is still read to its end (nothing is allocated
+                        // for it), so the error names the size the device announced.
                         *value = value
                             .saturating_mul(10)
                             .saturating_add(u64::from(byte - b'0'));
-                        if *value > self.max {
-                            // More digits only make it larger: refuse now, allocate nothing.
-                            return Err(DecodeError::Oversize {
-                                announced: *value,
-                                max: self.max,
-                            });
-                        }
                         consumed += 1;
                         continue;
                     }
@@ -71,6 +67,12 @@ impl AsciiLength {
                         return Err(DecodeError::NotALength { byte });
                     }
                     let len = *value;
+                    if len > self.max {
+                        return Err(DecodeError::Oversize {
+                            announced: len,
+                            max: self.max,
+                        });
+                    }
                     match byte {
                         b'\n' | b' ' => {
                             consumed += 1;
@@ -170,6 +172,11 @@ impl AsciiLength {
     pub fn finish(&self) -> Result<(), DecodeError> {
         match &self.phase {
             Phase::Digits { count: 0, .. } => Ok(()),
+            // The number ended with the stream; it was too large whatever was to follow.
+            Phase::Digits { value, .. } if *value > self.max => Err(DecodeError::Oversize {
+                announced: *value,
+                max: self.max,
+            }),
             Phase::Digits { .. } | Phase::AfterCr { .. } => Err(DecodeError::Truncated {
                 announced: 0,
                 received: 0,
@@ -239,15 +246,16 @@ mod tests {
     }
 
     #[test]
-    fn oversize_refused_while_digits_arrive() {
-        let (_, err) = decode(&[b"99999999"]);
-        assert_eq!(
-            err,
-            Some(DecodeError::Oversize {
-                announced: 9_999_999,
-                max: 1 << 20
-            })
-        );
+    fn oversize_refused_when_the_digits_end_naming_the_whole_number() {
+        let oversize = Some(DecodeError::Oversize {
+            announced: 99_999_999,
+            max: 1 << 20,
+        });
+        // At the first byte after the digits, whatever the chunking; nothing is allocated.
+        assert_eq!(decode(&[b"99999999\xff\xd8"]).1, oversize);
+        assert_eq!(decode(&[b"9999", b"9999", b"\r\n"]).1, oversize);
+        // Or when the stream ends after them.
+        assert_eq!(decode(&[b"99999999"]).1, oversize);
     }
 
     #[test]
