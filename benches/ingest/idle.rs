@@ -36,7 +36,8 @@ pub struct IdleResult {
 
 /// Runs the measurement with a discard-sink daemon whose files live in `dir`.
 pub fn measure(dir: &Path) -> Result<IdleResult, String> {
-    let limit = system::raise_nofile().map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?;
+    let limit = framegate::net::limits::raise_nofile()
+        .map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?;
     if limit < IDLE_CONNECTIONS as u64 + 100 {
         return Err(format!(
             "RLIMIT_NOFILE hard limit {limit} is below {} + 100; raise it (ulimit -Hn)",

@@ -47,29 +47,6 @@ pub fn machine() -> String {
     format!("{cpus} CPUs ({model}), Linux {kernel}")
 }
 
-/// Raises this process's RLIMIT_NOFILE soft limit to the hard limit; returns the new soft
-/// limit.
-pub fn raise_nofile() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every platform
-    Ok(limit.rlim_cur as u64)
-}
-
 /// CPU time in ns that thread `tid` of `pid` has run, from its schedstat (exact, unlike the
 /// 10 ms ticks of /proc/PID/stat).
 pub fn thread_cpu_ns(pid: i32, tid: i32) -> Option<u64> {

@@ -269,32 +269,36 @@ impl Decoder {
         feed_chosen(&mut self.state, input)
     }
 
+    /// The payload being received, unless held bytes must be fed first (they come before
+    /// anything read now).
+    fn open_payload(&self) -> Option<&Payload> {
+        match &self.state {
+            State::Ascii(dec) if self.replay.is_empty() => dec.payload(),
+            State::Prefixed(dec) if self.replay.is_empty() => dec.payload(),
+            _ => None,
+        }
+    }
+
+    /// [`Decoder::open_payload`], mutable.
+    fn open_payload_mut(&mut self) -> Option<&mut Payload> {
+        match &mut self.state {
+            State::Ascii(dec) if self.replay.is_empty() => dec.payload_mut(),
+            State::Prefixed(dec) if self.replay.is_empty() => dec.payload_mut(),
+            _ => None,
+        }
+    }
+
     /// The unfilled rest of the current payload, so a caller can read from the socket straight
     /// into the frame's buffer; `None` outside a payload. Report what was written with
     /// [`Decoder::payload_filled`].
     pub fn payload_window(&mut self) -> Option<&mut [u8]> {
-        if !self.replay.is_empty() {
-            // Held bytes come before anything read now.
-            return None;
-        }
-        match &mut self.state {
-            State::Ascii(dec) => dec.payload_mut().map(Payload::window),
-            State::Prefixed(dec) => dec.payload_mut().map(Payload::window),
-            _ => None,
-        }
+        self.open_payload_mut().map(Payload::window)
     }
 
     /// How many payload bytes are still missing; `None` outside a payload (or while held
     /// bytes must be fed first).
     pub fn payload_remaining(&self) -> Option<usize> {
-        if !self.replay.is_empty() {
-            return None;
-        }
-        match &self.state {
-            State::Ascii(dec) => dec.payload().map(Payload::remaining),
-            State::Prefixed(dec) => dec.payload().map(Payload::remaining),
-            _ => None,
-        }
+        self.open_payload().map(Payload::remaining)
     }
 
     /// Like [`Decoder::payload_window`], but as uninitialised memory, so the payload never
@@ -302,14 +306,7 @@ impl Decoder {
     /// `payload_window` initialised it. Report what was written with
     /// [`Decoder::payload_spare_filled`].
     pub fn payload_spare(&mut self) -> Option<&mut [MaybeUninit<u8>]> {
-        if !self.replay.is_empty() {
-            return None;
-        }
-        match &mut self.state {
-            State::Ascii(dec) => dec.payload_mut().and_then(Payload::spare),
-            State::Prefixed(dec) => dec.payload_mut().and_then(Payload::spare),
-            _ => None,
-        }
+        self.open_payload_mut().and_then(Payload::spare)
     }
 
     /// Records that the first `n` bytes of [`Decoder::payload_spare`] were written; returns
@@ -322,12 +319,9 @@ impl Decoder {
     /// # Panics
     /// If there is no spare part or `n` is larger than it.
     pub unsafe fn payload_spare_filled(&mut self, n: usize) -> Option<Event> {
-        let payload = match &mut self.state {
-            State::Ascii(dec) if self.replay.is_empty() => dec.payload_mut(),
-            State::Prefixed(dec) if self.replay.is_empty() => dec.payload_mut(),
-            _ => None,
-        };
-        let payload = payload.expect("payload_spare_filled outside a payload");
+        let payload = self
+            .open_payload_mut()
+            .expect("payload_spare_filled outside a payload");
         // SAFETY: forwarded from this function's contract.
         unsafe { payload.assume_written(n) };
         self.payload_filled(n)

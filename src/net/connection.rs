@@ -231,12 +231,7 @@ impl Connection {
                         Err(err) => return Pumped::Closed(Closed::Decode(err)),
                         // A frame only the end of the stream completed (auto, rule 3).
                         Ok(Some(Event::Frame(payload))) => {
-                            let frame = Received {
-                                payload,
-                                at: SystemTime::now(),
-                            };
-                            if let Err(frame) = self.offer(frame, admit) {
-                                self.held = Some(frame);
+                            if !self.offer_or_hold(payload, admit) {
                                 return Pumped::Stalled;
                             }
                         }
@@ -257,12 +252,7 @@ impl Connection {
                 // SAFETY: recv_uninit wrote exactly n bytes at the start of the spare part.
                 if let Some(Event::Frame(payload)) = unsafe { self.decoder.payload_spare_filled(n) }
                 {
-                    let frame = Received {
-                        payload,
-                        at: SystemTime::now(),
-                    };
-                    if let Err(frame) = self.offer(frame, admit) {
-                        self.held = Some(frame);
+                    if !self.offer_or_hold(payload, admit) {
                         return Pumped::Stalled;
                     }
                 }
@@ -289,23 +279,36 @@ impl Connection {
         while used < bytes.len() {
             let fed = self.decoder.feed(&bytes[used..])?;
             used += fed.consumed;
-            match fed.event {
-                Some(Event::Frame(payload)) => {
-                    let frame = Received {
-                        payload,
-                        at: SystemTime::now(),
-                    };
-                    if let Err(frame) = self.offer(frame, admit) {
-                        self.held = Some(frame);
-                        return Ok(Some(used));
-                    }
-                }
+            let admitted = match fed.event {
+                Some(Event::Frame(payload)) => self.offer_or_hold(payload, admit),
                 // Any byte after the marker makes the next feed fail with DataAfterEnd.
-                Some(Event::End) => self.ended = Some(Ending::Marker),
-                None => {}
+                Some(Event::End) => {
+                    self.ended = Some(Ending::Marker);
+                    true
+                }
+                None => true,
+            };
+            if !admitted {
+                return Ok(Some(used));
             }
         }
         Ok(None)
+    }
+
+    /// Offers a payload that just completed; if the sinks cannot take it now, holds it (the
+    /// connection is then stalled) and returns false.
+    fn offer_or_hold(&mut self, payload: Vec<u8>, admit: &mut dyn Admit) -> bool {
+        let frame = Received {
+            payload,
+            at: SystemTime::now(),
+        };
+        match self.offer(frame, admit) {
+            Ok(()) => true,
+            Err(frame) => {
+                self.held = Some(frame);
+                false
+            }
+        }
     }
 
     fn offer(&mut self, frame: Received, admit: &mut dyn Admit) -> Result<(), Received> {
