@@ -8,5 +8,6 @@ pub mod framing;
 pub mod identity;
 pub mod logging;
 pub mod net;
+pub mod protocol;
 pub mod send;
 pub mod sink;
