@@ -27,6 +27,20 @@ pub struct Frame {
     pub format: Option<ImageFormat>,
     /// The payload exactly as the device sent it.
     pub payload: Vec<u8>,
+    /// What the native protocol adds: capture time, metadata, and where the ACK goes.
+    /// `None` for legacy framings.
+    pub native: Option<NativeOrigin>,
+}
+
+/// The native-protocol part of a frame's identity (`seq` is then the device's own number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeOrigin {
+    /// Capture time in microseconds since the Unix epoch, as the device stated it (0: unknown).
+    pub captured_us: u64,
+    /// The device's metadata, in its order.
+    pub meta: Vec<(String, String)>,
+    /// The event loop's token of the connection that waits for the ACK.
+    pub reply_to: usize,
 }
 
 impl Frame {

@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub listeners: Vec<Spanned<ListenerSection>>,
     #[serde(default)]
     pub devices: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub device: BTreeMap<Spanned<String>, Spanned<DeviceSection>>,
     #[serde(default, rename = "sink")]
     pub sinks: Vec<Spanned<SinkSection>>,
 }
@@ -47,6 +49,17 @@ pub struct ListenerSection {
     pub max_frame_bytes: Option<Spanned<ByteSize>>,
     pub idle_timeout: Option<Spanned<HumanDuration>>,
     pub backlog: Option<Spanned<u32>>,
+    pub heartbeat: Option<Spanned<HumanDuration>>,
+    pub max_in_flight: Option<Spanned<u16>>,
+    pub require_auth: Option<bool>,
+}
+
+/// One `[device."name"]`: settings of a native-protocol device.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSection {
+    pub secret: Option<Spanned<String>>,
+    pub secret_file: Option<Spanned<PathBuf>>,
 }
 
 fn default_framing() -> Framing {

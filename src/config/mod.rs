@@ -34,6 +34,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BACKLOG: u32 = 1024;
 /// Default `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default `heartbeat` of native sessions.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+/// Default `max_in_flight` of native sessions.
+pub const DEFAULT_MAX_IN_FLIGHT: u16 = 16;
 /// Default `state_dir` in a config file.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/framegate";
 
@@ -52,6 +56,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Peer IP → device name, for framings that carry no device id.
     pub devices: HashMap<IpAddr, String>,
+    /// Native-protocol device id → its secret (`[device."id"] secret` or `secret_file`).
+    pub secrets: HashMap<String, Vec<u8>>,
     /// The sinks, in file order; every frame goes to each.
     pub sinks: Vec<SinkConfig>,
 }
@@ -71,6 +77,12 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     /// Listen backlog (pending connections the kernel queues).
     pub backlog: u32,
+    /// Native sessions: ping after this much silence; a peer silent 3× as long is dead.
+    pub heartbeat: Duration,
+    /// Native sessions: most unacknowledged frames per connection.
+    pub max_in_flight: u16,
+    /// Native sessions: only devices with a secret, proven by challenge–response.
+    pub require_auth: bool,
 }
 
 /// One `[[sink]]`.
@@ -195,6 +207,30 @@ impl Validator<'_> {
             }
             devices.insert(addr, name.get_ref().clone());
         }
+        let mut secrets = HashMap::new();
+        for (id, section) in &raw.device {
+            let secret = match (&section.get_ref().secret, &section.get_ref().secret_file) {
+                (Some(s), None) => s.get_ref().as_bytes().to_vec(),
+                (None, Some(path)) => std::fs::read(path.get_ref())
+                    .map(|bytes| bytes.trim_ascii_end().to_vec())
+                    .map_err(|e| {
+                        self.err(
+                            path,
+                            format!("cannot read secret_file {}: {e}", path.get_ref().display()),
+                        )
+                    })?,
+                (Some(s), Some(_)) => {
+                    return Err(self.err(s, "give either secret or secret_file, not both"))
+                }
+                (None, None) => {
+                    return Err(self.err(section, "a [device] table needs secret or secret_file"))
+                }
+            };
+            if secret.is_empty() {
+                return Err(self.err(section, "the device's secret is empty"));
+            }
+            secrets.insert(id.get_ref().clone(), secret);
+        }
         let mut sinks = Vec::new();
         let mut names = HashSet::new();
         for section in &raw.sinks {
@@ -213,6 +249,7 @@ impl Validator<'_> {
             log_level,
             listeners,
             devices,
+            secrets,
             sinks,
         })
     }
@@ -243,6 +280,20 @@ impl Validator<'_> {
             Some(b) if *b.get_ref() == 0 => return Err(self.err(b, "backlog must be at least 1")),
             Some(b) => *b.get_ref(),
         };
+        let heartbeat = match &raw.heartbeat {
+            None => DEFAULT_HEARTBEAT,
+            Some(d) if d.get_ref().0 < Duration::from_secs(1) => {
+                return Err(self.err(d, "heartbeat must be at least 1s"))
+            }
+            Some(d) => d.get_ref().0,
+        };
+        let max_in_flight = match &raw.max_in_flight {
+            None => DEFAULT_MAX_IN_FLIGHT,
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(self.err(n, "max_in_flight must be at least 1"))
+            }
+            Some(n) => *n.get_ref(),
+        };
         Ok(ListenerConfig {
             name,
             bind,
@@ -250,6 +301,9 @@ impl Validator<'_> {
             max_frame_bytes,
             idle_timeout,
             backlog,
+            heartbeat,
+            max_in_flight,
+            require_auth: raw.require_auth.unwrap_or(false),
         })
     }
 

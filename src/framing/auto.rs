@@ -7,7 +7,9 @@
 //!    One to three digits and then another byte → `u32le` or `u32be` if that reading qualifies
 //!    as in rule 2 (a little-endian length whose low byte happens to be a digit), else
 //!    `ascii-length`.
-//! 2. **Anything else.** The first 4 bytes are a length: four zero bytes are `u32le`'s
+//! 2. **Anything else.** `46 47 01 01` ("FG", version 1, HELLO) is the native protocol
+//!    (docs/PROTOCOL.md): the connection is handed over ([`super::Event::Native`]). Otherwise
+//!    the first 4 bytes are a length: four zero bytes are `u32le`'s
 //!    end-of-stream marker. Otherwise each reading, little-endian and big-endian, qualifies
 //!    when it is between 1 and `max_frame_bytes` and the payload starts with a JPEG, PNG, GIF,
 //!    BMP, WebP or TIFF signature. If exactly one qualifies, it wins. If neither does but an
@@ -30,6 +32,7 @@
 
 use super::signature::{classify, ends_as_its_format_ends, Signature, PROBE_LEN};
 use super::{DecodeError, Framing};
+use crate::protocol::wire::HELLO_PREFIX;
 
 /// The most bytes `auto` holds before it decides by rules 1 and 2: a 4-byte length and a
 /// signature probe.
@@ -215,6 +218,9 @@ pub fn decide(first: &[u8], max: u64) -> Result<Verdict, DecodeError> {
     }
     if first.len() < 4 {
         return Ok(Verdict::Undecided);
+    }
+    if first[..4] == HELLO_PREFIX {
+        return Ok(Verdict::Framing(Framing::Native));
     }
     if first[..4] == [0; 4] {
         return Ok(Verdict::Framing(Framing::U32Le));

@@ -41,6 +41,9 @@ pub enum Framing {
     /// 4-byte big-endian length, payload.
     #[serde(rename = "u32be")]
     U32Be,
+    /// The native framegate protocol with acknowledgements (docs/PROTOCOL.md); not a
+    /// [`Decoder`] framing: connections speaking it get a [`crate::protocol`] session.
+    Native,
 }
 
 impl Framing {
@@ -51,6 +54,7 @@ impl Framing {
             Framing::AsciiLength => "ascii-length",
             Framing::U32Le => "u32le",
             Framing::U32Be => "u32be",
+            Framing::Native => "native",
         }
     }
 }
@@ -69,8 +73,9 @@ impl std::str::FromStr for Framing {
             "ascii-length" => Ok(Framing::AsciiLength),
             "u32le" => Ok(Framing::U32Le),
             "u32be" => Ok(Framing::U32Be),
+            "native" => Ok(Framing::Native),
             other => Err(format!(
-                "unknown framing {other:?}: use auto, ascii-length, u32le or u32be"
+                "unknown framing {other:?}: use auto, ascii-length, u32le, u32be or native"
             )),
         }
     }
@@ -83,6 +88,10 @@ pub enum Event {
     Frame(Vec<u8>),
     /// The device said it has no more frames (u32le zero length). No further bytes are valid.
     End,
+    /// `auto` found the native protocol's HELLO ([`crate::protocol::wire::HELLO_PREFIX`],
+    /// consumed): the caller hands the connection to a native session, replaying those 4
+    /// bytes first. This decoder takes no further bytes.
+    Native,
 }
 
 /// The result of one [`Decoder::feed`] call.
@@ -118,6 +127,8 @@ pub enum DecodeError {
     },
     /// Bytes arrived after a u32le end-of-stream marker.
     DataAfterEnd,
+    /// Bytes were fed after [`Event::Native`] handed the connection over.
+    HandedOver,
     /// The stream ended inside a frame.
     Truncated {
         /// The payload size the header announced (0 while still inside the header).
@@ -149,6 +160,9 @@ impl fmt::Display for DecodeError {
             ),
             DecodeError::DataAfterEnd => {
                 write!(f, "data after the zero-length end-of-stream marker")
+            }
+            DecodeError::HandedOver => {
+                write!(f, "the connection speaks the native protocol, decoded elsewhere")
             }
             DecodeError::Truncated {
                 announced,
@@ -194,6 +208,8 @@ enum State {
     Sniffing(Sniffer),
     Ascii(AsciiLength),
     Prefixed(LengthPrefixed),
+    /// The connection speaks the native protocol; someone else decodes it.
+    HandedOver,
     Failed(DecodeError),
 }
 
@@ -207,6 +223,8 @@ impl Decoder {
                 State::Prefixed(LengthPrefixed::new(ByteOrder::Little, max_frame_bytes))
             }
             Framing::U32Be => State::Prefixed(LengthPrefixed::new(ByteOrder::Big, max_frame_bytes)),
+            // Reached through auto's hand-over only; see Event::Native.
+            Framing::Native => State::HandedOver,
         };
         Decoder {
             state,
@@ -247,8 +265,14 @@ impl Decoder {
                     // The bytes of this input the sniffer looked at go to the chosen decoder
                     // as ordinary input below; only those of earlier calls need replaying.
                     buffered.truncate(buffered.len() - consumed);
-                    self.replay = buffered;
                     self.state = Decoder::new(framing, self.max_frame_bytes).state;
+                    if framing == Framing::Native {
+                        return Ok(Fed {
+                            consumed,
+                            event: Some(Event::Native),
+                        });
+                    }
+                    self.replay = buffered;
                 }
             }
         }
@@ -379,6 +403,7 @@ impl Decoder {
             }),
             State::Ascii(dec) => dec.finish(),
             State::Prefixed(dec) => dec.finish(),
+            State::HandedOver => Ok(()),
         }
     }
 
@@ -404,6 +429,7 @@ impl Decoder {
                 ByteOrder::Little => Framing::U32Le,
                 ByteOrder::Big => Framing::U32Be,
             }),
+            State::HandedOver => Some(Framing::Native),
             State::Sniffing(_) | State::Failed(_) => None,
         }
     }
@@ -415,6 +441,7 @@ fn feed_chosen(state: &mut State, input: &[u8]) -> Result<Fed, DecodeError> {
         State::Ascii(dec) => dec.feed(input),
         State::Prefixed(dec) => dec.feed(input),
         State::Failed(err) => Err(err.clone()),
+        State::HandedOver => Err(DecodeError::HandedOver),
         State::Sniffing(_) => unreachable!("feed_state decides before feeding a decoder"),
     }
 }
@@ -458,7 +485,7 @@ pub(crate) mod test_util {
             .into_iter()
             .filter_map(|e| match e {
                 Event::Frame(p) => Some(p),
-                Event::End => None,
+                Event::End | Event::Native => None,
             })
             .collect()
     }

@@ -1,5 +1,6 @@
 //! Who sent a frame, and its number: device names and per-device sequence numbers.
 
+pub mod committed;
 mod devices;
 mod sequences;
 mod store;

@@ -1,6 +1,6 @@
 //! One device connection: its socket, its decoder, and what it is waiting for.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -9,7 +9,11 @@ use std::time::{Instant, SystemTime};
 
 use mio::net::TcpStream;
 
+use super::codec::{Codec, Completed};
+use super::native::{Directory, Limits, NativeFrame, NativeSession, Step};
 use crate::framing::{DecodeError, Decoder, Event};
+use crate::protocol::wire::HELLO_PREFIX;
+use crate::protocol::{Decoded, FrameHeader};
 
 /// Read straight into a frame's buffer when at least this much of it is still missing;
 /// smaller remainders go through the shared scratch buffer, which also picks up the next
@@ -36,6 +40,8 @@ pub struct Peer {
     pub device: Arc<str>,
     /// The TCP peer address.
     pub addr: SocketAddr,
+    /// The connection's event-loop token, where a native frame's ACK goes.
+    pub conn: usize,
 }
 
 /// A complete payload and when its last byte arrived.
@@ -45,12 +51,16 @@ pub struct Received {
     pub payload: Vec<u8>,
     /// Arrival of the last byte.
     pub at: SystemTime,
+    /// For native frames: the device and header (its own sequence number, metadata).
+    pub native: Option<(Arc<str>, FrameHeader)>,
 }
 
 /// Takes complete frames from connections, or hands them back when it cannot take them now.
 pub trait Admit {
     /// Accepts the frame, or returns it if sinks or sequence numbers are not ready.
     fn admit(&mut self, peer: &Peer, frame: Received) -> Result<(), Received>;
+    /// What native sessions need to know about devices.
+    fn directory(&self) -> &dyn Directory;
 }
 
 /// Why a connection ended.
@@ -64,6 +74,8 @@ pub enum Closed {
     Decode(DecodeError),
     /// A socket error.
     Io(io::Error),
+    /// The native session ended it (the reason is in the GOODBYE sent, and here).
+    Protocol(String),
 }
 
 /// How the input of a connection ended.
@@ -100,7 +112,11 @@ pub struct Connection {
     pub frames: u64,
     /// Bytes read so far.
     pub bytes: u64,
-    decoder: Decoder,
+    /// Registered for writability too (native replies waiting for socket room).
+    pub wants_writable: bool,
+    codec: Codec,
+    /// Settings for a native session, should this connection turn out to speak it.
+    native_limits: Limits,
     held: Option<Received>,
     /// Bytes read past a stalled frame, fed once it is admitted. At most one scratch buffer.
     pending: Vec<u8>,
@@ -112,15 +128,23 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A new connection using `decoder`.
-    pub fn new(stream: TcpStream, peer: Peer, decoder: Decoder, now: Instant) -> Self {
+    /// A new connection using `decoder` (for a native listener, see [`Connection::native`]).
+    pub fn new(
+        stream: TcpStream,
+        peer: Peer,
+        decoder: Decoder,
+        native_limits: Limits,
+        now: Instant,
+    ) -> Self {
         Connection {
             stream,
             peer,
             last_activity: now,
             frames: 0,
             bytes: 0,
-            decoder,
+            wants_writable: false,
+            codec: Codec::Legacy(decoder),
+            native_limits,
             held: None,
             pending: Vec::new(),
             ended: None,
@@ -128,19 +152,60 @@ impl Connection {
         }
     }
 
-    /// The decoder, for log lines (framing in use, frame in progress).
-    pub fn decoder(&self) -> &Decoder {
-        &self.decoder
+    /// Makes this a native-protocol connection (a `framing = "native"` listener).
+    pub fn native(mut self) -> Self {
+        self.codec = Codec::Native(Box::new(NativeSession::new(self.native_limits)));
+        self
+    }
+
+    /// The native session, if the connection speaks the native protocol.
+    pub fn session(&mut self) -> Option<&mut NativeSession> {
+        match &mut self.codec {
+            Codec::Native(s) => Some(s),
+            Codec::Legacy(_) => None,
+        }
+    }
+
+    /// True when part of a frame (or native message) has arrived but not all of it.
+    pub fn is_mid_frame(&self) -> bool {
+        self.codec.is_mid_frame()
+    }
+
+    /// The payload size announced by the frame in progress, if its header is complete.
+    pub fn announced(&self) -> Option<u64> {
+        self.codec.announced()
+    }
+
+    /// Writes queued native replies until done or the socket would block; `Ok(true)` when
+    /// bytes are still queued (the caller waits for writability).
+    pub fn flush(&mut self) -> io::Result<bool> {
+        let Codec::Native(session) = &mut self.codec else {
+            return Ok(false);
+        };
+        while !session.output().is_empty() {
+            match self.stream.write(session.output()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => session.consume_output(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
     }
 
     /// The connection fell silent for its idle timeout and is being closed: returns a frame
     /// that only the end of its input completes (`auto`, rule 3: the stream's first frame had
     /// a header both byte orders can read, and nothing followed it), for the caller to offer.
     pub fn end_idle(&mut self) -> Option<Received> {
-        match self.decoder.end() {
+        let Codec::Legacy(decoder) = &mut self.codec else {
+            return None;
+        };
+        match decoder.end() {
             Ok(Some(Event::Frame(payload))) => Some(Received {
                 payload,
                 at: SystemTime::now(),
+                native: None,
             }),
             _ => None,
         }
@@ -189,7 +254,7 @@ impl Connection {
         if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
             match self.feed(&pending, admit) {
-                Err(err) => return Pumped::Closed(Closed::Decode(err)),
+                Err(closed) => return Pumped::Closed(closed),
                 Ok(Some(stop)) => {
                     self.pending = pending[stop..].to_vec();
                     return Pumped::Stalled;
@@ -208,9 +273,9 @@ impl Connection {
             if budget == 0 {
                 return Pumped::MoreToRead;
             }
-            let missing = self.decoder.payload_remaining();
+            let missing = self.codec.payload_remaining();
             let direct = missing.is_some_and(|missing| missing >= DIRECT_READ_MIN);
-            let (read, asked) = match self.decoder.payload_spare() {
+            let (read, asked) = match self.codec.payload_spare() {
                 Some(spare) if direct => (recv_uninit(&self.stream, spare), spare.len()),
                 _ => {
                     let want = match missing {
@@ -227,15 +292,22 @@ impl Connection {
             let n = match read {
                 Ok(0) => {
                     self.ended = Some(Ending::PeerClosed);
-                    match self.decoder.end() {
-                        Err(err) => return Pumped::Closed(Closed::Decode(err)),
-                        // A frame only the end of the stream completed (auto, rule 3).
-                        Ok(Some(Event::Frame(payload))) => {
-                            if !self.offer_or_hold(payload, admit) {
-                                return Pumped::Stalled;
+                    match &mut self.codec {
+                        Codec::Native(session) => {
+                            if let Err(err) = session.decoder.finish() {
+                                return Pumped::Closed(Closed::Protocol(err.to_string()));
                             }
                         }
-                        Ok(_) => {}
+                        Codec::Legacy(decoder) => match decoder.end() {
+                            Err(err) => return Pumped::Closed(Closed::Decode(err)),
+                            // A frame only the end of the stream completed (auto, rule 3).
+                            Ok(Some(Event::Frame(payload))) => {
+                                if !self.offer_or_hold(payload, None, admit) {
+                                    return Pumped::Stalled;
+                                }
+                            }
+                            Ok(_) => {}
+                        },
                     }
                     continue;
                 }
@@ -250,15 +322,20 @@ impl Connection {
             let drained = edge && n < asked;
             if direct {
                 // SAFETY: recv_uninit wrote exactly n bytes at the start of the spare part.
-                if let Some(Event::Frame(payload)) = unsafe { self.decoder.payload_spare_filled(n) }
-                {
-                    if !self.offer_or_hold(payload, admit) {
-                        return Pumped::Stalled;
-                    }
+                let admitted = match unsafe { self.codec.payload_spare_filled(n) } {
+                    Some(Completed::Legacy(payload)) => self.offer_or_hold(payload, None, admit),
+                    Some(Completed::Native(decoded)) => match self.on_native(decoded, admit) {
+                        Err(closed) => return Pumped::Closed(closed),
+                        Ok(admitted) => admitted,
+                    },
+                    None => true,
+                };
+                if !admitted {
+                    return Pumped::Stalled;
                 }
             } else {
                 match self.feed(&scratch[..n], admit) {
-                    Err(err) => return Pumped::Closed(Closed::Decode(err)),
+                    Err(closed) => return Pumped::Closed(closed),
                     Ok(Some(stop)) => {
                         self.pending = scratch[stop..n].to_vec();
                         return Pumped::Stalled;
@@ -274,19 +351,46 @@ impl Connection {
 
     /// Feeds `bytes` to the decoder, offering each frame. Returns where it stopped if a frame
     /// was refused (the frame is then held), `None` once every byte was used.
-    fn feed(&mut self, bytes: &[u8], admit: &mut dyn Admit) -> Result<Option<usize>, DecodeError> {
+    fn feed(&mut self, bytes: &[u8], admit: &mut dyn Admit) -> Result<Option<usize>, Closed> {
         let mut used = 0;
         while used < bytes.len() {
-            let fed = self.decoder.feed(&bytes[used..])?;
-            used += fed.consumed;
-            let admitted = match fed.event {
-                Some(Event::Frame(payload)) => self.offer_or_hold(payload, admit),
-                // Any byte after the marker makes the next feed fail with DataAfterEnd.
-                Some(Event::End) => {
-                    self.ended = Some(Ending::Marker);
-                    true
+            let rest = &bytes[used..];
+            let admitted = match &mut self.codec {
+                Codec::Legacy(decoder) => {
+                    let fed = decoder.feed(rest).map_err(Closed::Decode)?;
+                    used += fed.consumed;
+                    match fed.event {
+                        Some(Event::Frame(payload)) => self.offer_or_hold(payload, None, admit),
+                        // Any byte after the marker makes the next feed fail with DataAfterEnd.
+                        Some(Event::End) => {
+                            self.ended = Some(Ending::Marker);
+                            true
+                        }
+                        Some(Event::Native) => {
+                            // auto found a native HELLO: the session decodes from its start.
+                            self.codec =
+                                Codec::Native(Box::new(NativeSession::new(self.native_limits)));
+                            if let Some(stop) = self.feed(&HELLO_PREFIX, admit)? {
+                                unreachable!(
+                                    "a HELLO prefix completes no frame (stopped at {stop})"
+                                );
+                            }
+                            true
+                        }
+                        None => true,
+                    }
                 }
-                None => true,
+                Codec::Native(session) => {
+                    let fed = session
+                        .decoder
+                        .feed(rest)
+                        .map_err(|e| Closed::Protocol(e.to_string()))?;
+                    used += fed.consumed;
+                    match fed.event {
+                        Some(decoded) => self.on_native(decoded, admit)?,
+                        None => true,
+                    }
+                }
             };
             if !admitted {
                 return Ok(Some(used));
@@ -295,12 +399,35 @@ impl Connection {
         Ok(None)
     }
 
+    /// Hands a decoded native message to the session and acts on its answer; `Ok(false)` when
+    /// a frame is now held for want of sink room.
+    fn on_native(&mut self, decoded: Decoded, admit: &mut dyn Admit) -> Result<bool, Closed> {
+        let Codec::Native(session) = &mut self.codec else {
+            unreachable!("native message on a legacy connection");
+        };
+        match session.on_decoded(decoded, admit.directory()) {
+            Step::Continue => Ok(true),
+            Step::Close(why) => Err(Closed::Protocol(why)),
+            Step::Frame(NativeFrame {
+                device,
+                header,
+                payload,
+            }) => Ok(self.offer_or_hold(payload, Some((device, header)), admit)),
+        }
+    }
+
     /// Offers a payload that just completed; if the sinks cannot take it now, holds it (the
     /// connection is then stalled) and returns false.
-    fn offer_or_hold(&mut self, payload: Vec<u8>, admit: &mut dyn Admit) -> bool {
+    fn offer_or_hold(
+        &mut self,
+        payload: Vec<u8>,
+        native: Option<(Arc<str>, FrameHeader)>,
+        admit: &mut dyn Admit,
+    ) -> bool {
         let frame = Received {
             payload,
             at: SystemTime::now(),
+            native,
         };
         match self.offer(frame, admit) {
             Ok(()) => true,
@@ -352,6 +479,7 @@ mod tests {
     struct Gate {
         room: usize,
         admitted: Vec<Vec<u8>>,
+        devices: crate::net::intake::NativeDevices,
     }
 
     impl Admit for Gate {
@@ -362,6 +490,9 @@ mod tests {
             self.room -= 1;
             self.admitted.push(frame.payload);
             Ok(())
+        }
+        fn directory(&self) -> &dyn Directory {
+            &self.devices
         }
     }
 
@@ -375,11 +506,19 @@ mod tests {
             listener_name: Arc::from("test"),
             device: Arc::from("cam"),
             addr,
+            conn: 1,
+        };
+        let limits = Limits {
+            max_frame_bytes: 1 << 20,
+            max_in_flight: 4,
+            heartbeat: Duration::from_secs(10),
+            require_auth: false,
         };
         let conn = Connection::new(
             TcpStream::from_std(server),
             peer,
             Decoder::new(framing, 1 << 20),
+            limits,
             Instant::now(),
         );
         (conn, device)
@@ -412,6 +551,7 @@ mod tests {
             device.write_all(f).unwrap();
         }
         let mut gate = Gate {
+            devices: Default::default(),
             room: 2,
             admitted: Vec::new(),
         };
@@ -441,6 +581,7 @@ mod tests {
         device.write_all(b"10\nabc").unwrap();
         drop(device);
         let mut gate = Gate {
+            devices: Default::default(),
             room: 10,
             admitted: Vec::new(),
         };

@@ -4,9 +4,13 @@
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use super::connection::{Admit, Peer, Received};
-use crate::frame::Frame;
+use super::native::Directory;
+use crate::frame::{Frame, NativeOrigin};
 use crate::framing::signature;
+use crate::identity::committed::Committed;
 use crate::identity::{Reservations, Sequences};
 use crate::sink::pool::SinkPool;
 
@@ -18,6 +22,29 @@ pub struct Intake {
     pub sequences: Sequences,
     /// Where reservations go to be made durable.
     pub reservations: Sender<Reservations>,
+    /// Native devices' secrets and committed sequence numbers.
+    pub native: NativeDevices,
+}
+
+/// What the loop knows about native-protocol devices.
+#[derive(Debug, Default)]
+pub struct NativeDevices {
+    /// Device id → secret.
+    pub secrets: HashMap<String, Vec<u8>>,
+    /// Committed sequence numbers per device.
+    pub committed: Committed,
+}
+
+impl Directory for NativeDevices {
+    fn secret(&self, device: &str) -> Option<&[u8]> {
+        self.secrets.get(device).map(Vec::as_slice)
+    }
+    fn committed_through(&self, device: &str) -> u64 {
+        self.committed.highest(device)
+    }
+    fn is_committed(&self, device: &str, seq: u64) -> bool {
+        self.committed.contains(device, seq)
+    }
 }
 
 impl Intake {
@@ -38,6 +65,25 @@ impl Admit for Intake {
         if !self.pool.has_room() {
             return Err(frame);
         }
+        if let Some((device, header)) = frame.native {
+            // The device numbers its own frames; the ACK goes back to its connection.
+            let format = signature::image_format(&frame.payload);
+            self.pool.submit(Arc::new(Frame {
+                listener: peer.listener_name.clone(),
+                device,
+                peer: peer.addr,
+                seq: header.seq,
+                received_at: frame.at,
+                format,
+                payload: frame.payload,
+                native: Some(NativeOrigin {
+                    captured_us: header.captured_us,
+                    meta: header.meta,
+                    reply_to: peer.conn,
+                }),
+            }));
+            return Ok(());
+        }
         let seq = self.sequences.next(&peer.device);
         self.request_reservations();
         let Some(seq) = seq else {
@@ -52,7 +98,12 @@ impl Admit for Intake {
             received_at: frame.at,
             format,
             payload: frame.payload,
+            native: None,
         }));
         Ok(())
+    }
+
+    fn directory(&self) -> &dyn Directory {
+        &self.native
     }
 }

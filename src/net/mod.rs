@@ -1,9 +1,11 @@
 //! The mio shell around the sans-IO decoders: listeners, connections, the event loop.
 
+pub mod codec;
 pub mod connection;
 pub mod intake;
 pub mod limits;
 pub mod listener;
+pub mod native;
 pub mod server;
 
 pub use self::server::{Server, StartError};

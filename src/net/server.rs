@@ -22,10 +22,11 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use super::connection::{Admit, Closed, Connection, Peer, Pumped};
-use super::intake::Intake;
+use super::intake::{Intake, NativeDevices};
+use super::native::Limits;
 use super::{limits, listener};
 use crate::config::{Config, ListenerConfig};
-use crate::framing::{DecodeError, Decoder};
+use crate::framing::{DecodeError, Decoder, Framing};
 use crate::identity::{DeviceNames, Reservations, SequenceStore, Sequences, StoreError};
 use crate::sink::pool::{Completion, SinkPool};
 
@@ -76,6 +77,11 @@ pub struct Server {
     names: DeviceNames,
     intake: Intake,
     messages: Receiver<Message>,
+    /// Frames some sinks have not finished yet, keyed by the frame's address (unique while
+    /// the frame lives, which it does until its last completion): sinks left, first error.
+    outstanding: HashMap<usize, (usize, Option<String>)>,
+    /// Every frame goes to every sink (routing comes with issue 4).
+    sink_count: usize,
     /// Set by the first message since the loop last drained; see [`Wake`].
     wake_pending: Arc<AtomicBool>,
     store_thread: Option<JoinHandle<SequenceStore>>,
@@ -189,7 +195,13 @@ impl Server {
                 pool,
                 sequences,
                 reservations,
+                native: NativeDevices {
+                    secrets: config.secrets.clone(),
+                    committed: Default::default(),
+                },
             },
+            outstanding: HashMap::new(),
+            sink_count: config.sinks.len(),
             messages,
             wake_pending,
             store_thread: Some(store_thread),
@@ -234,7 +246,14 @@ impl Server {
                     WAKER => {} // drained below, whatever woke us
                     SIGNALS => self.on_signal(),
                     Token(t) if t < FIRST_CONNECTION => self.accept(t - FIRST_LISTENER),
-                    token => self.pump(token, !event.is_read_closed() && !event.is_error()),
+                    token => {
+                        if event.is_writable() {
+                            self.flush_conn(token);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.pump(token, !event.is_read_closed() && !event.is_error());
+                        }
+                    }
                 }
             }
             self.drain_messages();
@@ -296,16 +315,25 @@ impl Server {
                 listener_name: slot.name.clone(),
                 device: self.names.name_for(addr.ip()),
                 addr,
+                conn: token.0,
             };
             info!(
                 "connection from {addr} (device {}) on {:?}",
                 peer.device, slot.config.name
             );
-            let decoder = Decoder::new(slot.config.framing, slot.config.max_frame_bytes);
-            self.conns.insert(
-                token,
-                Connection::new(stream, peer, decoder, Instant::now()),
-            );
+            let lc = &slot.config;
+            let decoder = Decoder::new(lc.framing, lc.max_frame_bytes);
+            let limits = Limits {
+                max_frame_bytes: lc.max_frame_bytes,
+                max_in_flight: lc.max_in_flight,
+                heartbeat: lc.heartbeat,
+                require_auth: lc.require_auth,
+            };
+            let mut conn = Connection::new(stream, peer, decoder, limits, Instant::now());
+            if lc.framing == Framing::Native {
+                conn = conn.native();
+            }
+            self.conns.insert(token, conn);
             // Data may have arrived before registration; edge-triggered events would not say.
             self.runnable.push_back(token);
         }
@@ -325,6 +353,10 @@ impl Server {
     }
 
     fn after_pump(&mut self, token: Token, outcome: Pumped) {
+        if !matches!(outcome, Pumped::Closed(Closed::PeerClosed | Closed::Io(_))) {
+            // Native replies (WELCOME, PONG, NACK, GOODBYE) the pump queued.
+            self.flush_conn(token);
+        }
         match outcome {
             Pumped::Idle => {}
             Pumped::MoreToRead => self.runnable.push_back(token),
@@ -342,6 +374,7 @@ impl Server {
             progress = true;
             match message {
                 Message::Sink(c) => {
+                    self.frame_progress(&c);
                     let sink = self.intake.pool.complete(&c);
                     let f = &c.frame;
                     match &c.result {
@@ -409,6 +442,64 @@ impl Server {
         }
     }
 
+    /// Counts a sink's completion against its frame; once every sink finished a native frame,
+    /// records it as committed and answers the device.
+    fn frame_progress(&mut self, c: &Completion) {
+        let key = Arc::as_ptr(&c.frame) as usize;
+        let entry = self
+            .outstanding
+            .entry(key)
+            .or_insert((self.sink_count, None));
+        entry.0 -= 1;
+        if let Err(e) = &c.result {
+            entry.1.get_or_insert_with(|| e.to_string());
+        }
+        if entry.0 > 0 {
+            return;
+        }
+        let (_, failure) = self.outstanding.remove(&key).expect("entry just seen");
+        let Some(origin) = &c.frame.native else {
+            return;
+        };
+        if failure.is_none() {
+            self.intake
+                .native
+                .committed
+                .record(&c.frame.device, c.frame.seq);
+        }
+        let token = Token(origin.reply_to);
+        if let Some(session) = self.conns.get_mut(&token).and_then(Connection::session) {
+            session.committed(c.frame.seq, failure.map_or(Ok(()), Err));
+            self.flush_conn(token);
+        }
+    }
+
+    /// Writes a connection's queued native replies; waits for writability if the socket is
+    /// full, and closes the connection if writing failed.
+    fn flush_conn(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let interest = match conn.flush() {
+            Ok(true) => Interest::READABLE | Interest::WRITABLE,
+            Ok(false) => Interest::READABLE,
+            Err(e) => {
+                self.close(token, Closed::Io(e));
+                return;
+            }
+        };
+        if conn.wants_writable != interest.is_writable() {
+            conn.wants_writable = interest.is_writable();
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, token, interest)
+            {
+                self.close(token, Closed::Io(e));
+            }
+        }
+    }
+
     fn close(&mut self, token: Token, why: Closed) {
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
@@ -434,6 +525,9 @@ impl Server {
             ),
             Closed::Decode(e) => warn!(
                 "connection from {addr} (device {device}) on {listener:?} rejected: {e}; closed after {counts}"
+            ),
+            Closed::Protocol(why) => warn!(
+                "connection from {addr} (device {device}) on {listener:?} ended by the native session: {why}; closed after {counts}"
             ),
             Closed::Io(e) => warn!(
                 "connection from {addr} (device {device}) on {listener:?} failed: {e}; closed after {counts}"
@@ -480,7 +574,7 @@ impl Server {
             };
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let listener = self.listener_name(conn.peer.listener);
-            let mut inside = match (conn.decoder().is_mid_frame(), conn.decoder().announced()) {
+            let mut inside = match (conn.is_mid_frame(), conn.announced()) {
                 (true, Some(size)) => {
                     format!(" inside a frame of {size} bytes; partial frame dropped")
                 }
@@ -545,7 +639,7 @@ impl Server {
         for token in idle {
             if let Some(mut conn) = self.conns.remove(&token) {
                 let _ = self.poll.registry().deregister(&mut conn.stream);
-                if conn.decoder().is_mid_frame() {
+                if conn.is_mid_frame() {
                     info!(
                         "connection from {} closed by shutdown; its partial frame was dropped",
                         conn.peer.addr

@@ -375,6 +375,16 @@ impl MessageDecoder {
         }
     }
 
+    /// The payload size of the frame being received; `None` outside a payload.
+    pub fn announced(&self) -> Option<u64> {
+        match &self.state {
+            State::Payload { header, .. } | State::Skip { header, .. } => {
+                Some(u64::from(header.payload_len))
+            }
+            _ => None,
+        }
+    }
+
     /// Payload bytes still missing; `None` outside a payload.
     pub fn payload_remaining(&self) -> Option<usize> {
         match &self.state {

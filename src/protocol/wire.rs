@@ -221,8 +221,9 @@ pub enum Message {
         /// The server pings after this many seconds of silence and drops a peer silent for
         /// three times as long; the device should do the same.
         heartbeat_secs: u16,
-        /// The highest sequence number committed for this device with every lower one
-        /// committed too (0: none): resume after it, resending anything unacknowledged.
+        /// The highest sequence number committed for this device (0: none). Number new
+        /// frames above it; resend every frame you still hold unacknowledged (those already
+        /// committed are ACKed again without being stored twice).
         committed_through: u64,
     },
     /// Device → server: a frame's header (the payload travels after it).

@@ -246,6 +246,7 @@ mod tests {
             received_at: SystemTime::now(),
             format: None,
             payload: payload.to_vec(),
+            native: None,
         }
     }
 

@@ -195,6 +195,7 @@ mod tests {
             received_at: SystemTime::now(),
             format: None,
             payload: vec![seq as u8; 10],
+            native: None,
         })
     }
 

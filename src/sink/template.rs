@@ -411,6 +411,7 @@ fn sample_frame() -> Frame {
         received_at: SystemTime::UNIX_EPOCH,
         format: None,
         payload: Vec::new(),
+        native: None,
     }
 }
 
@@ -434,6 +435,7 @@ mod tests {
             received_at: at(),
             format: Some(ImageFormat::Jpeg),
             payload: vec![0; 1234],
+            native: None,
         }
     }
 

@@ -1,0 +1,258 @@
+//! The native protocol against the real daemon: handshake, ACK after the file is stored,
+//! duplicates ACKed without a second file, NACK reasons, challenge–response, and `auto`
+//! recognising the native HELLO.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+use framegate::protocol::wire::{auth_tag, checksum};
+use framegate::protocol::{ContentType, Decoded, FrameHeader, Message, MessageDecoder, Reason};
+
+/// A blocking test client speaking the native protocol.
+struct Client {
+    stream: TcpStream,
+    decoder: MessageDecoder,
+}
+
+impl Client {
+    fn connect(d: &Daemon, listener: &str) -> Client {
+        let stream = connect(d.addr(listener));
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Client {
+            stream,
+            decoder: MessageDecoder::new(u64::MAX),
+        }
+    }
+
+    fn send(&mut self, message: Message, payload: &[u8]) {
+        let mut bytes = Vec::new();
+        message.encode(&mut bytes);
+        bytes.extend_from_slice(payload);
+        self.stream.write_all(&bytes).unwrap();
+    }
+
+    /// The next message from the server; `None` once it closed the connection.
+    fn recv(&mut self) -> Option<Message> {
+        let mut buf = [0u8; 1];
+        loop {
+            let n = self.stream.read(&mut buf).unwrap();
+            if n == 0 {
+                return None;
+            }
+            if let Some(Decoded::Message(m)) = self.decoder.feed(&buf).unwrap().event {
+                return Some(m);
+            }
+        }
+    }
+
+    fn hello(&mut self, device: &str) -> Message {
+        self.send(
+            Message::Hello {
+                device: device.into(),
+                has_secret: false,
+            },
+            &[],
+        );
+        self.recv().expect("an answer to HELLO")
+    }
+
+    fn frame(&mut self, seq: u64, payload: &[u8]) {
+        let header = FrameHeader {
+            seq,
+            captured_us: 1_700_000_000_000_000,
+            content_type: ContentType::Jpeg,
+            meta: vec![("exposure".into(), "10ms".into())],
+            payload_len: payload.len() as u32,
+            crc32c: checksum(payload),
+        };
+        self.send(Message::Frame(header), payload);
+    }
+}
+
+fn daemon() -> Daemon {
+    Daemon::start(
+        &[
+            listener(
+                "native",
+                "native",
+                "max_frame_bytes = \"100KB\"\nmax_in_flight = 4",
+            ),
+            listener("auto", "auto", ""),
+            listener("locked", "native", "require_auth = true"),
+            "\n[device.\"door-cam\"]\nsecret = \"s3cret\"\n".to_string(),
+            FILE_SINK.to_string(),
+        ]
+        .concat(),
+    )
+}
+
+#[test]
+fn frames_are_acked_after_they_are_stored_and_duplicates_are_not_stored_twice() {
+    let mut d = daemon();
+    let mut c = Client::connect(&d, "native");
+    assert_eq!(
+        c.hello("yard-cam"),
+        Message::Welcome {
+            max_frame_bytes: 100_000,
+            max_in_flight: 4,
+            heartbeat_secs: 10,
+            committed_through: 0
+        }
+    );
+    let sent: Vec<Vec<u8>> = (0..4).map(|i| jpeg(100 + i, 20_000 + i as usize)).collect();
+    // A full window in flight, then the ACKs (in any order).
+    for (i, payload) in sent.iter().enumerate() {
+        c.frame(i as u64 + 1, payload);
+    }
+    let mut acked: Vec<u64> = (0..4)
+        .map(|_| match c.recv() {
+            Some(Message::Ack { seq }) => seq,
+            other => panic!("expected an ACK, got {other:?}"),
+        })
+        .collect();
+    acked.sort_unstable();
+    assert_eq!(acked, [1, 2, 3, 4]);
+    // ACKed means stored: the files are there now, named by the device's own numbers.
+    let stored = d.frames("yard-cam", "native");
+    assert_eq!(assert_frames_eq(&stored, &sent), [1, 2, 3, 4]);
+
+    // A resend of seq 2 (as after a lost ACK): ACKed again, nothing stored.
+    c.frame(2, &sent[1]);
+    assert_eq!(c.recv(), Some(Message::Ack { seq: 2 }));
+    // A damaged payload, and one over max_frame_bytes: NACKs with the reason.
+    let mut header_for_bad_crc = jpeg(200, 1000);
+    c.frame(5, &header_for_bad_crc);
+    assert_eq!(c.recv(), Some(Message::Ack { seq: 5 }));
+    header_for_bad_crc[10] ^= 0xff;
+    let header = FrameHeader {
+        seq: 6,
+        captured_us: 0,
+        content_type: ContentType::Jpeg,
+        meta: vec![],
+        payload_len: header_for_bad_crc.len() as u32,
+        crc32c: checksum(&header_for_bad_crc) ^ 1,
+    };
+    c.send(Message::Frame(header), &header_for_bad_crc);
+    assert!(matches!(
+        c.recv(),
+        Some(Message::Nack {
+            seq: 6,
+            reason: Reason::ChecksumMismatch,
+            ..
+        })
+    ));
+    c.frame(7, &jpeg(201, 150_000));
+    assert!(matches!(
+        c.recv(),
+        Some(Message::Nack {
+            seq: 7,
+            reason: Reason::TooLarge,
+            ..
+        })
+    ));
+    // PING is answered.
+    c.send(Message::Ping { token: 99 }, &[]);
+    assert_eq!(c.recv(), Some(Message::Pong { token: 99 }));
+    drop(c);
+
+    // A new connection learns where to resume.
+    let mut again = Client::connect(&d, "native");
+    assert!(matches!(
+        again.hello("yard-cam"),
+        Message::Welcome {
+            committed_through: 5,
+            ..
+        }
+    ));
+    drop(again);
+    assert!(d.terminate().success());
+    assert_eq!(
+        d.frames("yard-cam", "native").len(),
+        5,
+        "nothing stored twice"
+    );
+    assert_no_tmp(&d.frames_root());
+}
+
+#[test]
+fn auto_listeners_recognise_the_native_hello() {
+    let mut d = daemon();
+    let mut c = Client::connect(&d, "auto");
+    assert!(matches!(c.hello("porch"), Message::Welcome { .. }));
+    let payload = png(300, 5000);
+    c.frame(1, &payload);
+    assert_eq!(c.recv(), Some(Message::Ack { seq: 1 }));
+    assert_frames_eq(&d.frames("porch", "auto"), &[payload]);
+    assert!(d.terminate().success());
+}
+
+#[test]
+fn challenge_response_admits_the_right_secret_only() {
+    let mut d = daemon();
+    let hello = |c: &mut Client, device: &str| {
+        c.send(
+            Message::Hello {
+                device: device.into(),
+                has_secret: true,
+            },
+            &[],
+        );
+        c.recv()
+    };
+    // The right secret.
+    let mut c = Client::connect(&d, "locked");
+    let Some(Message::Challenge { nonce }) = hello(&mut c, "door-cam") else {
+        panic!("no challenge")
+    };
+    c.send(
+        Message::Auth {
+            tag: auth_tag(b"s3cret", &nonce, "door-cam"),
+        },
+        &[],
+    );
+    assert!(matches!(c.recv(), Some(Message::Welcome { .. })));
+    c.frame(1, &jpeg(400, 3000));
+    assert_eq!(c.recv(), Some(Message::Ack { seq: 1 }));
+
+    // A wrong secret, and a device with none, on a listener that requires auth.
+    let mut wrong = Client::connect(&d, "locked");
+    let Some(Message::Challenge { nonce }) = hello(&mut wrong, "door-cam") else {
+        panic!("no challenge")
+    };
+    wrong.send(
+        Message::Auth {
+            tag: auth_tag(b"guess", &nonce, "door-cam"),
+        },
+        &[],
+    );
+    assert!(matches!(
+        wrong.recv(),
+        Some(Message::Goodbye {
+            reason: Reason::NotAuthorised,
+            ..
+        })
+    ));
+    assert_eq!(wrong.recv(), None, "closed after GOODBYE");
+    let mut stranger = Client::connect(&d, "locked");
+    assert!(matches!(
+        hello(&mut stranger, "stranger"),
+        Some(Message::Goodbye {
+            reason: Reason::NotAuthorised,
+            ..
+        })
+    ));
+    d.wait_for_log(
+        &["stranger", "no secret configured"],
+        Duration::from_secs(30),
+    );
+
+    // The authorised device kept working throughout.
+    c.frame(2, &jpeg(401, 3000));
+    assert_eq!(c.recv(), Some(Message::Ack { seq: 2 }));
+    assert!(d.terminate().success());
+    assert_eq!(d.frames("door-cam", "locked").len(), 2);
+}
