@@ -49,6 +49,16 @@ impl Client {
         }
     }
 
+    /// Like [`Client::recv`], answering and skipping the server's PINGs.
+    fn recv_reply(&mut self) -> Option<Message> {
+        loop {
+            match self.recv() {
+                Some(Message::Ping { token }) => self.send(Message::Pong { token }, &[]),
+                other => return other,
+            }
+        }
+    }
+
     fn hello(&mut self, device: &str) -> Message {
         self.send(
             Message::Hello {
@@ -255,4 +265,46 @@ fn challenge_response_admits_the_right_secret_only() {
     assert_eq!(c.recv(), Some(Message::Ack { seq: 2 }));
     assert!(d.terminate().success());
     assert_eq!(d.frames("door-cam", "locked").len(), 2);
+}
+
+#[test]
+fn silent_peers_are_pinged_then_dropped_and_shutdown_says_goodbye() {
+    let mut d = Daemon::start(
+        &[
+            listener("hb", "native", "heartbeat = \"1s\""),
+            FILE_SINK.to_string(),
+        ]
+        .concat(),
+    );
+    // Silent after WELCOME: one PING per silence; no answer, dropped after 3 heartbeats.
+    let mut quiet = Client::connect(&d, "hb");
+    let local = quiet.stream.local_addr().unwrap();
+    assert!(matches!(
+        quiet.hello("quiet"),
+        Message::Welcome {
+            heartbeat_secs: 1,
+            ..
+        }
+    ));
+    assert!(matches!(quiet.recv(), Some(Message::Ping { .. })));
+    assert_eq!(quiet.recv(), None, "dropped after three silent heartbeats");
+    d.wait_for_log(&[&format!("connection from {local}"), "idle for 3s"], WAIT);
+
+    // A peer that answers stays; SIGTERM sends it GOODBYE "shutting down".
+    let mut alive = Client::connect(&d, "hb");
+    assert!(matches!(alive.hello("alive"), Message::Welcome { .. }));
+    let Some(Message::Ping { token }) = alive.recv() else {
+        panic!("no ping")
+    };
+    alive.send(Message::Pong { token }, &[]);
+    alive.frame(1, &jpeg(500, 2000));
+    assert_eq!(alive.recv_reply(), Some(Message::Ack { seq: 1 }));
+    assert!(d.terminate().success());
+    assert!(matches!(
+        alive.recv_reply(),
+        Some(Message::Goodbye {
+            reason: Reason::ShuttingDown,
+            ..
+        })
+    ));
 }

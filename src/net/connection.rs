@@ -114,6 +114,9 @@ pub struct Connection {
     pub bytes: u64,
     /// Registered for writability too (native replies waiting for socket room).
     pub wants_writable: bool,
+    /// `last_activity` when the loop last pinged this (native) peer, so one silence gets
+    /// one PING.
+    pub pinged_at: Option<Instant>,
     codec: Codec,
     /// Settings for a native session, should this connection turn out to speak it.
     native_limits: Limits,
@@ -143,6 +146,7 @@ impl Connection {
             frames: 0,
             bytes: 0,
             wants_writable: false,
+            pinged_at: None,
             codec: Codec::Legacy(decoder),
             native_limits,
             held: None,
@@ -163,6 +167,14 @@ impl Connection {
         match &mut self.codec {
             Codec::Native(s) => Some(s),
             Codec::Legacy(_) => None,
+        }
+    }
+
+    /// Native frames waiting for their commit (0 for legacy connections).
+    pub fn native_in_flight(&self) -> usize {
+        match &self.codec {
+            Codec::Native(s) => s.in_flight(),
+            Codec::Legacy(_) => 0,
         }
     }
 

@@ -28,6 +28,7 @@ use super::{limits, listener};
 use crate::config::{Config, ListenerConfig};
 use crate::framing::{DecodeError, Decoder, Framing};
 use crate::identity::{DeviceNames, Reservations, SequenceStore, Sequences, StoreError};
+use crate::protocol::Reason;
 use crate::sink::pool::{Completion, SinkPool};
 
 const WAKER: Token = Token(0);
@@ -557,15 +558,33 @@ impl Server {
         let now = Instant::now();
         self.next_sweep = now + SWEEP_EVERY;
         let mut idle = Vec::new();
-        for (token, conn) in &self.conns {
+        let mut ping = Vec::new();
+        for (token, conn) in &mut self.conns {
             let Some(Some(slot)) = self.listeners.get(conn.peer.listener) else {
                 continue;
             };
             // A stalled connection is silent because we stopped reading it, not the device.
-            if !conn.is_stalled()
-                && now.duration_since(conn.last_activity) >= slot.config.idle_timeout
-            {
+            if conn.is_stalled() {
+                continue;
+            }
+            let silent = now.duration_since(conn.last_activity);
+            let heartbeat = slot.config.heartbeat;
+            let last_activity = conn.last_activity;
+            let native = conn.session().is_some();
+            if silent >= slot.config.idle_timeout {
                 idle.push((*token, slot.config.idle_timeout));
+            } else if native && silent >= heartbeat * 3 {
+                // Three heartbeats without a byte, PONG included: the peer is gone.
+                idle.push((*token, heartbeat * 3));
+            } else if native && silent >= heartbeat && conn.pinged_at != Some(last_activity) {
+                conn.pinged_at = Some(last_activity);
+                ping.push(*token);
+            }
+        }
+        for token in ping {
+            if let Some(session) = self.conns.get_mut(&token).and_then(Connection::session) {
+                session.ping();
+                self.flush_conn(token);
             }
         }
         for (token, timeout) in idle {
@@ -629,14 +648,16 @@ impl Server {
                 let _ = self.poll.registry().deregister(&mut slot.socket);
             }
         }
-        // Connections with no complete frame waiting have nothing more to deliver.
+        // Connections with no complete frame waiting have nothing more to deliver; native ones
+        // stay until the ACKs of their frames in the sinks went out (see `finish`).
         let idle: Vec<Token> = self
             .conns
             .iter()
-            .filter(|(_, c)| !c.is_stalled())
+            .filter(|(_, c)| !c.is_stalled() && c.native_in_flight() == 0)
             .map(|(t, _)| *t)
             .collect();
         for token in idle {
+            self.say_goodbye(token);
             if let Some(mut conn) = self.conns.remove(&token) {
                 let _ = self.poll.registry().deregister(&mut conn.stream);
                 if conn.is_mid_frame() {
@@ -665,8 +686,25 @@ impl Server {
         drained
     }
 
+    /// Tells a native device the server is going away (best effort: what fits the socket now).
+    fn say_goodbye(&mut self, token: Token) {
+        if let Some(session) = self.conns.get_mut(&token).and_then(Connection::session) {
+            session.goodbye(
+                Reason::ShuttingDown,
+                "framegate is shutting down; resend later",
+            );
+            if let Some(conn) = self.conns.get_mut(&token) {
+                let _ = conn.flush();
+            }
+        }
+    }
+
     /// Stops the workers, records exact sequence marks, logs totals.
     fn finish(mut self) {
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for token in tokens {
+            self.say_goodbye(token);
+        }
         self.intake.pool.stop();
         while let Ok(message) = self.messages.try_recv() {
             if let Message::Sink(c) = message {
