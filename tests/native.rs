@@ -308,3 +308,56 @@ fn silent_peers_are_pinged_then_dropped_and_shutdown_says_goodbye() {
         })
     ));
 }
+
+/// Duplicate suppression across restarts: every ACKed frame was recorded under `state_dir`
+/// before its ACK, so after SIGTERM or SIGKILL a resend is ACKed again and not stored twice.
+#[test]
+fn resends_after_a_restart_or_a_crash_are_not_stored_twice() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let config = [listener("native", "native", ""), FILE_SINK.to_string()].concat();
+    let sent: Vec<Vec<u8>> = (0..6).map(|i| jpeg(600 + i, 4000 + i as usize)).collect();
+
+    for (round, stop) in ["SIGTERM", "SIGKILL"].into_iter().enumerate() {
+        let mut d = Daemon::start_in(dir.path(), &config);
+        let mut c = Client::connect(&d, "native");
+        let expected_resume = if round == 0 { 0 } else { 3 };
+        assert!(
+            matches!(c.hello("cam"), Message::Welcome { committed_through, .. } if committed_through == expected_resume),
+            "{stop}: resume point"
+        );
+        // Round 0 sends 1..=3; round 1 resends 1..=3 (as after a lost ACK) and adds 4..=6.
+        let seqs: Vec<u64> = if round == 0 {
+            (1..=3).collect()
+        } else {
+            (1..=6).collect()
+        };
+        for &seq in &seqs {
+            c.frame(seq, &sent[seq as usize - 1]);
+            assert_eq!(
+                c.recv_reply(),
+                Some(Message::Ack { seq }),
+                "{stop}: seq {seq}"
+            );
+        }
+        if round == 0 {
+            assert!(d.terminate().success());
+        } else {
+            d.kill9();
+        }
+    }
+    // After the crash: everything ACKed is known.
+    let mut d = Daemon::start_in(dir.path(), &config);
+    let mut c = Client::connect(&d, "native");
+    assert!(matches!(
+        c.hello("cam"),
+        Message::Welcome {
+            committed_through: 6,
+            ..
+        }
+    ));
+    c.frame(6, &sent[5]);
+    assert_eq!(c.recv_reply(), Some(Message::Ack { seq: 6 }));
+    assert!(d.terminate().success());
+    let stored = d.frames("cam", "native");
+    assert_eq!(assert_frames_eq(&stored, &sent), [1, 2, 3, 4, 5, 6]);
+}

@@ -1,7 +1,26 @@
 //! Which device-chosen sequence numbers (native protocol) were committed, per device, so a
-//! resent frame is ACKed again without being stored twice.
+//! resent frame is ACKed again without being stored twice, across restarts too:
+//! `committed.toml` under `state_dir`, rewritten atomically by a thread of its own before the
+//! ACKs it covers go out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+
+use serde::{Deserialize, Serialize};
+
+use super::{durable, StoreError};
+
+/// The file name under `state_dir`.
+pub const FILE_NAME: &str = "committed.toml";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDisk {
+    /// Device id → committed sequence numbers as inclusive `[first, last]` ranges.
+    devices: BTreeMap<String, Vec<(u64, u64)>>,
+}
 
 /// Most separate ranges kept per device. Devices number frames upwards, so one range is the
 /// norm; each frame refused for good (NACK "too large") leaves a hole and a new range. Past
@@ -50,6 +69,21 @@ impl SeqRanges {
         }
     }
 
+    /// Adds every number from `first` to `last`.
+    pub fn insert_range(&mut self, first: u64, last: u64) {
+        if first > last {
+            return;
+        }
+        self.insert(first);
+        self.insert(last);
+        // The two ends are in; whatever lies between joins them into one range.
+        let i = self.ranges.partition_point(|&(_, end)| end < first);
+        let j = self.ranges.partition_point(|&(_, end)| end < last);
+        let end = self.ranges[j].1;
+        self.ranges.drain(i + 1..=j);
+        self.ranges[i].1 = end;
+    }
+
     /// The highest number in the set (0 when empty).
     pub fn highest(&self) -> u64 {
         self.ranges.last().map_or(0, |&(_, end)| end)
@@ -62,12 +96,80 @@ impl SeqRanges {
 }
 
 /// Committed sequence numbers of every native device.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Committed {
     devices: HashMap<String, SeqRanges>,
 }
 
+/// One frame's commit waiting to be recorded: device, sequence number, and the caller's tag
+/// (the loop's connection token) for the ACK.
+pub type Pending = (Arc<str>, u64, usize);
+
 impl Committed {
+    /// Loads `committed.toml` from `state_dir` (empty if it does not exist yet).
+    pub fn load(state_dir: &Path) -> Result<Committed, StoreError> {
+        durable::create_state_dir(state_dir)?;
+        let Some(text) = durable::read_file(state_dir, FILE_NAME)? else {
+            return Ok(Committed::default());
+        };
+        let on_disk: OnDisk = toml::from_str(&text).map_err(|e| {
+            StoreError(format!(
+                "{} is damaged ({e}); resent native frames could be stored twice, so framegate \
+                 will not start. Restore it from a backup, or remove it if duplicates are acceptable",
+                state_dir.join(FILE_NAME).display()
+            ))
+        })?;
+        let mut committed = Committed::default();
+        for (device, ranges) in on_disk.devices {
+            let set = committed.devices.entry(device).or_default();
+            for (first, last) in ranges {
+                // Ranges are few; inserting their ends and filling is not needed: rebuild.
+                set.insert_range(first, last);
+            }
+        }
+        Ok(committed)
+    }
+
+    fn to_toml(&self) -> String {
+        let devices = self
+            .devices
+            .iter()
+            .map(|(d, r)| (d.clone(), r.ranges().to_vec()))
+            .collect();
+        toml::to_string(&OnDisk { devices }).expect("ranges serialise")
+    }
+
+    /// Moves a copy of the record to a thread of its own: each batch sent to the returned
+    /// channel is applied, written once (batches that queued meanwhile are merged into one
+    /// write), and reported through `done`. Closing the channel ends the thread.
+    pub fn spawn_writer<F>(
+        mut self,
+        state_dir: &Path,
+        done: F,
+    ) -> (mpsc::Sender<Vec<Pending>>, JoinHandle<()>)
+    where
+        F: Fn(Vec<Pending>, Result<(), StoreError>) + Send + 'static,
+    {
+        let dir: PathBuf = state_dir.to_path_buf();
+        let (tx, rx) = mpsc::channel::<Vec<Pending>>();
+        let handle = thread::Builder::new()
+            .name("fg-committed".into())
+            .spawn(move || {
+                while let Ok(mut batch) = rx.recv() {
+                    while let Ok(more) = rx.try_recv() {
+                        batch.extend(more);
+                    }
+                    for (device, seq, _) in &batch {
+                        self.record(device, *seq);
+                    }
+                    let result = durable::replace_file(&dir, FILE_NAME, &self.to_toml());
+                    done(batch, result);
+                }
+            })
+            .expect("spawn the committed-record thread");
+        (tx, handle)
+    }
+
     /// Records that `device` committed `seq`.
     pub fn record(&mut self, device: &str, seq: u64) {
         self.devices
@@ -109,6 +211,54 @@ mod tests {
         r.insert(9);
         r.insert(8);
         assert_eq!(r.ranges(), [(1, 10)]);
+    }
+
+    #[test]
+    fn ranges_fill_between_their_ends() {
+        let mut r = SeqRanges::default();
+        r.insert(5);
+        r.insert(20);
+        r.insert_range(3, 12);
+        assert_eq!(r.ranges(), [(3, 12), (20, 20)]);
+        r.insert_range(10, 30);
+        assert_eq!(r.ranges(), [(3, 30)]);
+    }
+
+    #[test]
+    fn the_record_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut committed = Committed::load(dir.path()).unwrap();
+        committed.record("cam", 1);
+        let (tx, done_rx) = mpsc::channel();
+        let (writer, thread) = committed.spawn_writer(dir.path(), move |batch, result| {
+            tx.send((batch, result)).unwrap();
+        });
+        let cam: Arc<str> = Arc::from("cam \"q\" ../x");
+        writer
+            .send(vec![
+                (cam.clone(), 2, 7),
+                (cam.clone(), 3, 7),
+                (cam.clone(), 9, 8),
+            ])
+            .unwrap();
+        let (batch, result) = done_rx.recv().unwrap();
+        assert_eq!(result, Ok(()));
+        assert_eq!(batch.len(), 3);
+        drop(writer);
+        thread.join().unwrap();
+        let again = Committed::load(dir.path()).unwrap();
+        assert!(again.contains(&cam, 2) && again.contains(&cam, 3) && again.contains(&cam, 9));
+        assert!(!again.contains(&cam, 4));
+        assert!(again.contains("cam", 1));
+        assert_eq!(again.highest(&cam), 9);
+    }
+
+    #[test]
+    fn a_damaged_record_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "devices = [").unwrap();
+        let err = Committed::load(dir.path()).unwrap_err();
+        assert!(err.0.contains("damaged"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod committed;
 mod devices;
+mod durable;
 mod sequences;
 mod store;
 

@@ -6,8 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -15,6 +13,7 @@ use std::thread::{self, JoinHandle};
 
 use serde::{Deserialize, Serialize};
 
+use super::durable;
 use super::sequences::Reservations;
 
 /// The file name under `state_dir`.
@@ -49,22 +48,15 @@ pub struct SequenceStore {
 impl SequenceStore {
     /// Opens (creating `state_dir` if needed) and loads the marks.
     pub fn open(state_dir: &Path) -> Result<SequenceStore, StoreError> {
-        fs::create_dir_all(state_dir).map_err(|e| {
-            StoreError(format!(
-                "cannot create state_dir {}: {e}; create it or point state_dir at a writable directory",
-                state_dir.display()
-            ))
-        })?;
-        let path = state_dir.join(FILE_NAME);
-        let marks = match fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| {
+        durable::create_state_dir(state_dir)?;
+        let marks = match durable::read_file(state_dir, FILE_NAME)? {
+            Some(text) => toml::from_str(&text).map_err(|e| {
                 StoreError(format!(
                     "{} is damaged ({e}); sequence numbers could repeat, so framegate will not start. Restore it from a backup, or remove it only if repeating sequence numbers is acceptable",
-                    path.display()
+                    state_dir.join(FILE_NAME).display()
                 ))
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => OnDisk::default(),
-            Err(e) => return Err(StoreError(format!("cannot read {}: {e}", path.display()))),
+            None => OnDisk::default(),
         };
         Ok(SequenceStore {
             dir: state_dir.to_path_buf(),
@@ -103,23 +95,8 @@ impl SequenceStore {
     }
 
     fn write(&self) -> Result<(), StoreError> {
-        let path = self.dir.join(FILE_NAME);
-        let fail =
-            |what: &str, e: std::io::Error| StoreError(format!("{what} {}: {e}", path.display()));
         let text = toml::to_string(&self.marks).expect("marks serialise");
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".sequences-")
-            .suffix(".tmp")
-            .tempfile_in(&self.dir)
-            .map_err(|e| fail("cannot create a temp file for", e))?;
-        tmp.write_all(text.as_bytes())
-            .and_then(|_| tmp.as_file().sync_all())
-            .map_err(|e| fail("cannot write", e))?;
-        tmp.persist(&path)
-            .map_err(|e| fail("cannot replace", e.error))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| fail("cannot fsync the directory of", e))
+        durable::replace_file(&self.dir, FILE_NAME, &text)
     }
 
     /// Moves the store to a thread of its own. Each batch of reservations sent to the returned
@@ -150,6 +127,8 @@ impl SequenceStore {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]

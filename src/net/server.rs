@@ -27,6 +27,7 @@ use super::native::Limits;
 use super::{limits, listener};
 use crate::config::{Config, ListenerConfig};
 use crate::framing::{DecodeError, Decoder, Framing};
+use crate::identity::committed::{Committed, Pending};
 use crate::identity::{DeviceNames, Reservations, SequenceStore, Sequences, StoreError};
 use crate::protocol::Reason;
 use crate::sink::pool::{Completion, SinkPool};
@@ -47,6 +48,8 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 enum Message {
     Sink(Completion),
     Reserved(Reservations, Result<(), StoreError>),
+    /// Native commits written to `committed.toml`: their ACKs may go out.
+    Recorded(Vec<Pending>, Result<(), StoreError>),
 }
 
 struct ListenerSlot {
@@ -83,6 +86,11 @@ pub struct Server {
     outstanding: HashMap<usize, (usize, Option<String>)>,
     /// Every frame goes to every sink (routing comes with issue 4).
     sink_count: usize,
+    /// Where native commits go to be recorded durably before their ACK.
+    recorder: Option<mpsc::Sender<Vec<Pending>>>,
+    recorder_thread: Option<JoinHandle<()>>,
+    /// Native commits sent to the recorder and not yet reported back.
+    recording: usize,
     /// Set by the first message since the loop last drained; see [`Wake`].
     wake_pending: Arc<AtomicBool>,
     store_thread: Option<JoinHandle<SequenceStore>>,
@@ -112,6 +120,7 @@ impl Server {
         }
         let store = SequenceStore::open(&config.state_dir).map_err(|e| StartError(e.0))?;
         let sequences = Sequences::new(store.marks());
+        let committed = Committed::load(&config.state_dir).map_err(|e| StartError(e.0))?;
 
         let poll = Poll::new().map_err(|e| fail("cannot create the event loop", &e))?;
         let waker = Arc::new(
@@ -133,6 +142,15 @@ impl Server {
             }),
         )
         .map_err(|e| fail("cannot start sink workers", &e))?;
+
+        let (recorder_tx, recorder_wake) = (tx.clone(), wake.clone());
+        let (recorder, recorder_thread) =
+            committed
+                .clone()
+                .spawn_writer(&config.state_dir, move |batch, result| {
+                    let _ = recorder_tx.send(Message::Recorded(batch, result));
+                    recorder_wake.wake();
+                });
 
         let (store_tx, store_wake) = (tx, wake);
         let (reservations, store_thread) = store.spawn_writer(move |batch, result| {
@@ -198,9 +216,12 @@ impl Server {
                 reservations,
                 native: NativeDevices {
                     secrets: config.secrets.clone(),
-                    committed: Default::default(),
+                    committed,
                 },
             },
+            recorder: Some(recorder),
+            recorder_thread: Some(recorder_thread),
+            recording: 0,
             outstanding: HashMap::new(),
             sink_count: config.sinks.len(),
             messages,
@@ -400,6 +421,7 @@ impl Server {
                         ),
                     }
                 }
+                Message::Recorded(batch, result) => self.on_recorded(batch, result),
                 Message::Reserved(batch, Ok(())) => {
                     for (device, mark) in &batch {
                         self.intake.sequences.reserved(device, *mark);
@@ -462,16 +484,45 @@ impl Server {
         let Some(origin) = &c.frame.native else {
             return;
         };
-        if failure.is_none() {
-            self.intake
-                .native
-                .committed
-                .record(&c.frame.device, c.frame.seq);
+        let (seq, token) = (c.frame.seq, Token(origin.reply_to));
+        match failure {
+            None => {
+                // Known at once (a resend is recognised), ACKed once it is on disk.
+                self.intake.native.committed.record(&c.frame.device, seq);
+                if let Some(recorder) = &self.recorder {
+                    if recorder
+                        .send(vec![(c.frame.device.clone(), seq, token.0)])
+                        .is_ok()
+                    {
+                        self.recording += 1;
+                    }
+                }
+            }
+            Some(why) => self.answer(token, seq, Err(why)),
         }
-        let token = Token(origin.reply_to);
+    }
+
+    /// Sends a native frame's ACK or NACK, if its connection is still there.
+    fn answer(&mut self, token: Token, seq: u64, result: Result<(), String>) {
         if let Some(session) = self.conns.get_mut(&token).and_then(Connection::session) {
-            session.committed(c.frame.seq, failure.map_or(Ok(()), Err));
+            session.committed(seq, result);
             self.flush_conn(token);
+        }
+    }
+
+    /// The recorder wrote (or failed to write) these commits: ACK them. A failed record is
+    /// logged but still ACKed: the frames are stored, and a NACK would make the device send
+    /// them again; only a resend after a restart could then store one twice.
+    fn on_recorded(&mut self, batch: Vec<Pending>, result: Result<(), StoreError>) {
+        self.recording -= batch.len();
+        if let Err(e) = result {
+            error!(
+                "cannot record {} committed native frame(s), a resend after a restart could store them twice: {e}",
+                batch.len()
+            );
+        }
+        for (_, seq, token) in batch {
+            self.answer(Token(token), seq, Ok(()));
         }
     }
 
@@ -674,7 +725,8 @@ impl Server {
         let Some(deadline) = self.shutdown_deadline else {
             return false;
         };
-        let drained = self.stalled.is_empty() && self.intake.pool.in_flight() == 0;
+        let drained =
+            self.stalled.is_empty() && self.intake.pool.in_flight() == 0 && self.recording == 0;
         if !drained && Instant::now() >= deadline {
             error!(
                 "shutdown timed out after {:?} with {} frame(s) unfinished",
@@ -701,15 +753,30 @@ impl Server {
 
     /// Stops the workers, records exact sequence marks, logs totals.
     fn finish(mut self) {
+        self.intake.pool.stop();
+        while let Ok(message) = self.messages.try_recv() {
+            match message {
+                Message::Sink(c) => {
+                    self.frame_progress(&c);
+                    self.intake.pool.complete(&c);
+                }
+                Message::Recorded(batch, result) => self.on_recorded(batch, result),
+                Message::Reserved(..) => {}
+            }
+        }
+        // The recorder writes what it was sent, then ends; its last reports ACK those frames.
+        self.recorder = None;
+        if let Some(thread) = self.recorder_thread.take() {
+            let _ = thread.join();
+        }
+        while let Ok(message) = self.messages.try_recv() {
+            if let Message::Recorded(batch, result) = message {
+                self.on_recorded(batch, result);
+            }
+        }
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for token in tokens {
             self.say_goodbye(token);
-        }
-        self.intake.pool.stop();
-        while let Ok(message) = self.messages.try_recv() {
-            if let Message::Sink(c) = message {
-                self.intake.pool.complete(&c);
-            }
         }
         for (name, counts) in self.intake.pool.counts() {
             info!(
