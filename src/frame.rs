@@ -54,6 +54,18 @@ impl Frame {
         signature::extension(self.format)
     }
 
+    /// The time a frame's paths are named after: the capture time a native device stated,
+    /// else the receive time. A resent native frame thus gets the same name as the first
+    /// copy, which lets the file sink recognise it as stored already.
+    pub fn stamp(&self) -> SystemTime {
+        match &self.native {
+            Some(origin) if origin.captured_us > 0 => {
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(origin.captured_us)
+            }
+            _ => self.received_at,
+        }
+    }
+
     /// Short human name of the format, for logs: `jpeg`, `png`, … or `unknown`.
     pub fn format_name(&self) -> String {
         match self.format {

@@ -1,8 +1,8 @@
 //! The `framegate` command: `run`, `check`, `send`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use log::{error, info, LevelFilter};
@@ -37,21 +37,47 @@ enum Command {
         config: PathBuf,
     },
     /// Send image files to a framegate (or any legacy host) the way devices do.
+    ///
+    /// With the native protocol (the default) every frame is acknowledged: the exit status is
+    /// 0 only when all were. --watch DIR keeps sending new files and deletes each (or moves
+    /// it to --done-dir) after its ACK.
     Send {
         /// Where to send: HOST:PORT.
         #[arg(long)]
         to: String,
-        /// Wire format: ascii-length, u32le or u32be.
-        #[arg(long, default_value = "u32le")]
+        /// Wire format: native (acknowledged), ascii-length, u32le or u32be.
+        #[arg(long, default_value = "native")]
         framing: Framing,
         /// Send the whole set this many times per connection.
         #[arg(long, default_value_t = 1)]
         repeat: u64,
-        /// Parallel connections, each sending everything.
+        /// Parallel connections, each sending everything (native: as DEVICE-0, DEVICE-1, …).
         #[arg(long, default_value_t = 1)]
         connections: usize,
+        /// Native: the device id (default: this host's name).
+        #[arg(long)]
+        device: Option<String>,
+        /// Native: the device's secret (visible to other local users in `ps`; prefer
+        /// --secret-file).
+        #[arg(long, conflicts_with = "secret_file")]
+        secret: Option<String>,
+        /// Native: a file holding the device's secret.
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// Native: at most this many frames in flight (the server's max_in_flight caps it).
+        #[arg(long)]
+        window: Option<u16>,
+        /// Native: give up after this long without progress (no connection, no ACK).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        retry_for: Duration,
+        /// Native: watch this directory and send every image that appears in it.
+        #[arg(long, conflicts_with = "files")]
+        watch: Option<PathBuf>,
+        /// With --watch: move acknowledged files here instead of deleting them.
+        #[arg(long, requires = "watch")]
+        done_dir: Option<PathBuf>,
         /// Image files, or directories of them.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "watch")]
         files: Vec<PathBuf>,
     },
 }
@@ -65,8 +91,41 @@ fn main() -> ExitCode {
             framing,
             repeat,
             connections,
+            device,
+            secret,
+            secret_file,
+            window,
+            retry_for,
+            watch,
+            done_dir,
             files,
-        } => send_files(to, framing, repeat, connections, files),
+        } => {
+            if framing != Framing::Native {
+                return send_files(to, framing, repeat, connections, files);
+            }
+            let secret = match (secret, secret_file) {
+                (Some(s), _) => Some(s.into_bytes()),
+                (None, Some(path)) => match std::fs::read(&path) {
+                    Ok(bytes) => Some(bytes.trim_ascii_end().to_vec()),
+                    Err(e) => {
+                        eprintln!("error: cannot read --secret-file {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+                (None, None) => None,
+            };
+            let plan = send::native::NativePlan {
+                to,
+                device: device.unwrap_or_else(host_name),
+                secret,
+                window,
+                retry_for,
+            };
+            match watch {
+                Some(dir) => watch_dir(plan, &dir, done_dir),
+                None => send_native(plan, repeat, connections, files),
+            }
+        }
     }
 }
 
@@ -158,6 +217,116 @@ fn check(path: PathBuf) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// This machine's name, the default device id.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "device".to_string())
+}
+
+fn watch_dir(plan: send::native::NativePlan, dir: &Path, done_dir: Option<PathBuf>) -> ExitCode {
+    let after = match done_dir {
+        Some(d) => send::watch::AfterAck::MoveTo(d),
+        None => send::watch::AfterAck::Delete,
+    };
+    eprintln!(
+        "framegate send: watching {} as device {:?}; acknowledged files are {}",
+        dir.display(),
+        plan.device,
+        match &after {
+            send::watch::AfterAck::Delete => "deleted".to_string(),
+            send::watch::AfterAck::MoveTo(d) => format!("moved to {}", d.display()),
+        }
+    );
+    match send::watch::watch(plan, dir, &after, None) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn send_native(
+    plan: send::native::NativePlan,
+    repeat: u64,
+    connections: usize,
+    files: Vec<PathBuf>,
+) -> ExitCode {
+    let images = match send::collect_images(&files) {
+        Ok(images) if images.is_empty() => {
+            eprintln!("error: no image files found in the given paths");
+            return ExitCode::FAILURE;
+        }
+        Ok(images) => images,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = Instant::now();
+    let connections = connections.max(1);
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..connections)
+            .map(|i| {
+                let mut plan = plan.clone();
+                if connections > 1 {
+                    plan.device = format!("{}-{i}", plan.device);
+                }
+                let images = &images;
+                scope.spawn(move || {
+                    let mut sender = send::native::NativeSender::new(plan);
+                    for _ in 0..repeat {
+                        for (tag, image) in images.iter().enumerate() {
+                            sender.push(image.clone(), tag);
+                        }
+                    }
+                    let (mut acked, mut bytes, mut refused) = (0u64, 0u64, Vec::new());
+                    let outcome = sender.deliver(&mut |tag, result| match result {
+                        Ok(_) => {
+                            acked += 1;
+                            bytes += images[tag].len() as u64;
+                        }
+                        Err((reason, text)) => refused.push(format!("{reason}: {text}")),
+                    });
+                    (outcome, acked, bytes, refused)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("sender thread panicked"))
+            .collect()
+    });
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let expected = images.len() as u64 * repeat * connections as u64;
+    let (mut acked, mut bytes, mut ok) = (0, 0, true);
+    for (outcome, a, b, refused) in results {
+        acked += a;
+        bytes += b;
+        for why in &refused {
+            eprintln!("error: a frame was refused: {why}");
+        }
+        if let Err(e) = outcome {
+            eprintln!("error: sending to {}: {e}", plan.to);
+            ok = false;
+        }
+        ok &= refused.is_empty();
+    }
+    println!(
+        "{acked} of {expected} frames ({bytes} bytes) acknowledged over {connections} connection(s) in {secs:.3}s: {:.1} frames/s, {:.2} MB/s",
+        acked as f64 / secs,
+        bytes as f64 / secs / 1e6
+    );
+    if ok && acked == expected {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn send_files(

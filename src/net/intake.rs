@@ -33,6 +33,10 @@ pub struct NativeDevices {
     pub secrets: HashMap<String, Vec<u8>>,
     /// Committed sequence numbers per device.
     pub committed: Committed,
+    /// Frames in the sinks, by device and number, with the connections waiting for their ACK:
+    /// a frame resent on a new connection while the first copy is still being committed
+    /// waits for that copy instead of being stored twice.
+    pub in_flight: HashMap<(Arc<str>, u64), Vec<usize>>,
 }
 
 impl Directory for NativeDevices {
@@ -66,6 +70,12 @@ impl Admit for Intake {
             return Err(frame);
         }
         if let Some((device, header)) = frame.native {
+            let key = (device.clone(), header.seq);
+            if let Some(waiting) = self.native.in_flight.get_mut(&key) {
+                waiting.push(peer.conn);
+                return Ok(());
+            }
+            self.native.in_flight.insert(key, vec![peer.conn]);
             // The device numbers its own frames; the ACK goes back to its connection.
             let format = signature::image_format(&frame.payload);
             self.pool.submit(Arc::new(Frame {

@@ -217,6 +217,7 @@ impl Server {
                 native: NativeDevices {
                     secrets: config.secrets.clone(),
                     committed,
+                    in_flight: HashMap::new(),
                 },
             },
             recorder: Some(recorder),
@@ -484,21 +485,34 @@ impl Server {
         let Some(origin) = &c.frame.native else {
             return;
         };
-        let (seq, token) = (c.frame.seq, Token(origin.reply_to));
+        let seq = c.frame.seq;
+        // The connection that sent it, and any that resent it meanwhile.
+        let waiting = self
+            .intake
+            .native
+            .in_flight
+            .remove(&(c.frame.device.clone(), seq))
+            .unwrap_or_else(|| vec![origin.reply_to]);
         match failure {
             None => {
                 // Known at once (a resend is recognised), ACKed once it is on disk.
                 self.intake.native.committed.record(&c.frame.device, seq);
+                let batch: Vec<Pending> = waiting
+                    .iter()
+                    .map(|&token| (c.frame.device.clone(), seq, token))
+                    .collect();
+                let count = batch.len();
                 if let Some(recorder) = &self.recorder {
-                    if recorder
-                        .send(vec![(c.frame.device.clone(), seq, token.0)])
-                        .is_ok()
-                    {
-                        self.recording += 1;
+                    if recorder.send(batch).is_ok() {
+                        self.recording += count;
                     }
                 }
             }
-            Some(why) => self.answer(token, seq, Err(why)),
+            Some(why) => {
+                for token in waiting {
+                    self.answer(Token(token), seq, Err(why.clone()));
+                }
+            }
         }
     }
 

@@ -154,6 +154,18 @@ impl FileSink {
                     return Ok(candidate);
                 }
                 Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                    // A native frame resent after a crash (stored, but its ACK never went
+                    // out) lands on the same name: the same bytes there mean it is stored.
+                    if frame.native.is_some() && same_content(&candidate, &frame.payload) {
+                        log::debug!(
+                            "file sink {:?}: frame {} of device {:?} is already stored as {}",
+                            self.name,
+                            frame.seq,
+                            &*frame.device,
+                            candidate.display()
+                        );
+                        return Ok(candidate);
+                    }
                     temp = e.file;
                     candidate = alternative(target, n);
                 }
@@ -212,6 +224,12 @@ fn sync_dir(dir: &Path) -> Result<(), SinkError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| fail("syncing directory", dir, &e))
+}
+
+/// True when the file at `path` holds exactly `payload`.
+fn same_content(path: &Path, payload: &[u8]) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.len() == payload.len() as u64)
+        && fs::read(path).is_ok_and(|bytes| bytes == payload)
 }
 
 /// `<stem>~n.<ext>` next to `target` (`<name>~n` without an extension).
@@ -355,6 +373,45 @@ mod tests {
         assert_eq!(fs::read(root.path().join("cam~1.jpg")).unwrap(), b"new");
         assert_eq!(fs::read(root.path().join("cam~2.jpg")).unwrap(), b"newer");
         assert_eq!(files(root.path()), ["cam.jpg", "cam~1.jpg", "cam~2.jpg"]);
+    }
+
+    #[test]
+    fn a_resent_native_frame_is_recognised_by_name_and_content() {
+        let root = tempfile::tempdir().unwrap();
+        let s = sink(
+            &format!("{}/{{device}}/{{seq}}-{{time}}.jpg", root.path().display()),
+            true,
+        );
+        let native = |payload: &[u8]| Frame {
+            native: Some(crate::frame::NativeOrigin {
+                captured_us: 1_700_000_000_123_000,
+                meta: vec![],
+                reply_to: 1,
+            }),
+            // Received later the second time; the name follows the capture time.
+            received_at: SystemTime::now(),
+            ..frame("cam", 5, payload)
+        };
+        let first = s.commit(&native(b"same")).unwrap().path.unwrap();
+        let again = s.commit(&native(b"same")).unwrap().path.unwrap();
+        assert_eq!(first, again, "the resend is the stored copy");
+        assert_eq!(first, root.path().join("cam/5-221320.123.jpg"));
+        // Different bytes under the same name are a different frame: never overwritten.
+        let other = s.commit(&native(b"different")).unwrap().path.unwrap();
+        assert_eq!(other, root.path().join("cam/5-221320.123~1.jpg"));
+        // Legacy frames keep the plain rule: a clash is a new file, whatever its bytes.
+        let legacy = sink(&format!("{}/{{device}}.jpg", root.path().display()), true);
+        legacy.commit(&frame("x", 1, b"same")).unwrap();
+        let second = legacy
+            .commit(&frame("x", 2, b"same"))
+            .unwrap()
+            .path
+            .unwrap();
+        assert_eq!(second, root.path().join("x~1.jpg"));
+        assert_eq!(
+            files(&root.path().join("cam")),
+            ["5-221320.123.jpg", "5-221320.123~1.jpg"]
+        );
     }
 
     #[test]

@@ -10,12 +10,12 @@
 //! | `{ext}`      | `jpg`, `png`, `gif`, `bmp`, `webp`, `tiff`, else `bin`           |
 //! | `{format}`   | `jpeg`, `png`, …, else `unknown`                                 |
 //! | `{size}`     | the payload size in bytes                                        |
-//! | `{date}`     | the receive date, `YYYY-MM-DD`                                   |
-//! | `{time}`     | the receive time, `HHMMSS.mmm`                                   |
-//! | `{%...}`     | strftime (chrono) of the receive time, e.g. `{%Y/%m/%d}`        |
+//! | `{date}`     | the frame's date, `YYYY-MM-DD`                                   |
+//! | `{time}`     | the frame's time, `HHMMSS.mmm`                                   |
+//! | `{%...}`     | strftime (chrono) of the frame's time, e.g. `{%Y/%m/%d}`        |
 //!
-//! `{{` and `}}` are literal braces. Times are taken from `Frame::received_at` in the sink's
-//! [`TimeZone`].
+//! `{{` and `}}` are literal braces. The frame's time is [`Frame::stamp`] (the capture time a
+//! native device stated, else the receive time) in the sink's [`TimeZone`].
 //!
 //! The *root* is the template's literal text before the first placeholder, cut at its last `/`
 //! (`./frames/{device}/{seq}.{ext}` → `./frames`; no `/` there → `.`). Every rendered path lies
@@ -161,10 +161,8 @@ impl PathTemplate {
     /// written then.
     pub fn render(&self, frame: &Frame, zone: TimeZone) -> Result<PathBuf, String> {
         let relative = match zone {
-            TimeZone::Utc => self.render_relative(frame, &DateTime::<Utc>::from(frame.received_at)),
-            TimeZone::Local => {
-                self.render_relative(frame, &DateTime::<Local>::from(frame.received_at))
-            }
+            TimeZone::Utc => self.render_relative(frame, &DateTime::<Utc>::from(frame.stamp())),
+            TimeZone::Local => self.render_relative(frame, &DateTime::<Local>::from(frame.stamp())),
         }?;
         self.below_root(&relative)
     }

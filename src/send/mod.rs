@@ -1,7 +1,11 @@
 //! `framegate send`: a device-side sender for Linux devices and for tests.
 //!
-//! Sends image files in a legacy framing over one or more connections, each on its own thread
-//! (a device tool, not the daemon: blocking I/O is the simple, right choice here).
+//! Sends image files over one or more connections, each on its own thread (a device tool,
+//! not the daemon: blocking I/O is the simple, right choice here): acknowledged over the
+//! native protocol ([`native`], also [`watch`]ing a directory), or in a legacy framing.
+
+pub mod native;
+pub mod watch;
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -59,7 +63,8 @@ pub fn collect_images(paths: &[PathBuf]) -> io::Result<Vec<Vec<u8>>> {
         .collect()
 }
 
-fn is_hidden(path: &Path) -> bool {
+/// True for dot-files (editors' and uploaders' temp files).
+pub fn is_hidden(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with('.'))
@@ -84,11 +89,9 @@ pub fn send(plan: &SendPlan, images: &[Vec<u8>]) -> io::Result<SendReport> {
         ));
     }
     if plan.framing == Framing::Native {
-        // Not yet: the acknowledged, windowed native sender is still to be built (issue 3).
         return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "framegate send does not speak the native protocol yet; use \
-             clients/python/framegate_client.py, or --framing ascii-length, u32le or u32be",
+            io::ErrorKind::InvalidInput,
+            "the native protocol goes through native::NativeSender",
         ));
     }
     if let Some(big) = images.iter().find(|i| i.len() > u32::MAX as usize) {
