@@ -11,3 +11,4 @@ pub mod net;
 pub mod protocol;
 pub mod send;
 pub mod sink;
+pub mod zmtp;
