@@ -144,10 +144,10 @@ impl NativeSession {
                 Step::Continue
             }
             Decoded::Message(Message::Pong { .. }) => Step::Continue,
-            Decoded::Message(Message::Hello { device, .. })
+            Decoded::Message(Message::Hello { device, has_secret })
                 if matches!(self.phase, Phase::Hello) =>
             {
-                self.on_hello(device, directory)
+                self.on_hello(device, has_secret, directory)
             }
             Decoded::Message(Message::Auth { tag }) => self.on_auth(&tag, directory),
             Decoded::Frame { header, payload } => self.on_frame(header, payload, directory),
@@ -181,7 +181,7 @@ impl NativeSession {
         Step::Close(text)
     }
 
-    fn on_hello(&mut self, device: String, directory: &dyn Directory) -> Step {
+    fn on_hello(&mut self, device: String, has_secret: bool, directory: &dyn Directory) -> Step {
         if device.chars().any(char::is_control) {
             let text = "device id contains control characters".to_string();
             self.goodbye(Reason::Malformed, &text);
@@ -189,6 +189,14 @@ impl NativeSession {
         }
         let device: Arc<str> = Arc::from(device);
         match directory.secret(&device) {
+            Some(_) if !has_secret => {
+                // A CHALLENGE it cannot answer would only stall it; say what is missing.
+                let text = format!(
+                    "device {device:?} has a secret configured here; give it to the device"
+                );
+                self.goodbye(Reason::NotAuthorised, &text);
+                Step::Close(text)
+            }
             Some(_) => {
                 let nonce = random_nonce();
                 self.send(Message::Challenge { nonce });
@@ -380,6 +388,13 @@ mod tests {
         })
     }
 
+    fn hello_with_secret(device: &str) -> Decoded {
+        Decoded::Message(Message::Hello {
+            device: device.into(),
+            has_secret: true,
+        })
+    }
+
     fn frame(seq: u64, payload: &[u8]) -> Decoded {
         Decoded::Frame {
             header: FrameHeader {
@@ -519,7 +534,7 @@ mod tests {
 
         // Right secret: WELCOME.
         let mut s = NativeSession::new(limits);
-        s.on_decoded(hello("cam"), &devices);
+        s.on_decoded(hello_with_secret("cam"), &devices);
         let [Message::Challenge { nonce }] = replies(&mut s)[..] else {
             panic!("no challenge")
         };
@@ -532,7 +547,7 @@ mod tests {
 
         // Wrong secret, unknown device: GOODBYE not authorised.
         let mut s = NativeSession::new(limits);
-        s.on_decoded(hello("cam"), &devices);
+        s.on_decoded(hello_with_secret("cam"), &devices);
         replies(&mut s);
         let tag = auth_tag(b"guess", &[0; NONCE_LEN], "cam");
         assert!(matches!(
@@ -552,11 +567,25 @@ mod tests {
             }]
         ));
 
+        // A device that says it has no secret is told so at once.
+        let mut s = NativeSession::new(limits);
+        assert!(matches!(
+            s.on_decoded(hello("cam"), &devices),
+            Step::Close(_)
+        ));
+        assert!(matches!(
+            &replies(&mut s)[..],
+            [Message::Goodbye {
+                reason: Reason::NotAuthorised,
+                ..
+            }]
+        ));
+
         // Nonces differ per challenge, so a recorded AUTH cannot be replayed.
         let mut a = NativeSession::new(limits);
         let mut b = NativeSession::new(limits);
-        a.on_decoded(hello("cam"), &devices);
-        b.on_decoded(hello("cam"), &devices);
+        a.on_decoded(hello_with_secret("cam"), &devices);
+        b.on_decoded(hello_with_secret("cam"), &devices);
         assert_ne!(replies(&mut a), replies(&mut b));
     }
 }

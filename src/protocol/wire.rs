@@ -22,6 +22,9 @@ pub const MAX_META_BYTES: usize = 4096;
 pub const MAX_TEXT: usize = 255;
 /// Bytes of a FRAME body before its metadata.
 pub const FRAME_FIXED_LEN: usize = 28;
+/// Largest payload a FRAME can carry with room for the most metadata: the body length is 4
+/// bytes.
+pub const MAX_PAYLOAD: u64 = u32::MAX as u64 - FRAME_FIXED_LEN as u64 - MAX_META_BYTES as u64;
 /// Bytes of a challenge nonce and of an HMAC-SHA-256 tag.
 pub const NONCE_LEN: usize = 32;
 /// Largest body of any message but FRAME; bounds what the decoder buffers for them.
@@ -282,8 +285,9 @@ impl Message {
     /// metadata only: append the payload (`payload_len` bytes) right after.
     ///
     /// # Panics
-    /// If a field breaks a limit (device id, metadata, text lengths): callers build messages
-    /// from checked values; [`FrameHeader::check`] checks metadata.
+    /// If a field breaks a limit (device id, metadata, text lengths, a FRAME body over
+    /// 4 GiB − 1: see [`MAX_PAYLOAD`]): callers build messages from checked values;
+    /// [`FrameHeader::check`] checks metadata.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&MAGIC);
@@ -325,11 +329,12 @@ impl Message {
             }
             Message::Goodbye { reason, text } => push_reason(out, *reason, text),
         }
-        let mut body = out.len() - start - HEADER_LEN;
+        let mut body = (out.len() - start - HEADER_LEN) as u64;
         if let Message::Frame(h) = self {
-            body += h.payload_len as usize;
+            body += u64::from(h.payload_len);
         }
-        out[start + 4..start + 8].copy_from_slice(&(body as u32).to_le_bytes());
+        let body = u32::try_from(body).expect("a message body fits the 4-byte length");
+        out[start + 4..start + 8].copy_from_slice(&body.to_le_bytes());
     }
 }
 

@@ -12,7 +12,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::framing::signature;
-use crate::protocol::wire::{auth_tag, checksum};
+use crate::protocol::wire::{auth_tag, checksum, MAX_PAYLOAD};
 use crate::protocol::{ContentType, Decoded, FrameHeader, Message, MessageDecoder, Reason};
 
 /// First wait before a reconnect or a retry.
@@ -68,6 +68,8 @@ pub struct NativeSender {
     backoff: Backoff,
     /// Since when nothing got through (for `retry_for`).
     stuck_since: Option<Instant>,
+    /// Frames refused before sending (too large for the protocol).
+    refused: Vec<(usize, (Reason, String))>,
 }
 
 impl NativeSender {
@@ -81,11 +83,21 @@ impl NativeSender {
             unacked: BTreeMap::new(),
             backoff: Backoff::new(),
             stuck_since: None,
+            refused: Vec::new(),
         }
     }
 
-    /// Queues a frame; `tag` comes back with its outcome.
+    /// Queues a frame; `tag` comes back with its outcome. Payloads over
+    /// [`crate::protocol::wire::MAX_PAYLOAD`] are refused at once ("too large").
     pub fn push(&mut self, payload: Vec<u8>, tag: usize) {
+        if payload.len() as u64 > MAX_PAYLOAD {
+            let text = format!(
+                "{} bytes do not fit a FRAME (at most {MAX_PAYLOAD})",
+                payload.len()
+            );
+            self.refused.push((tag, (Reason::TooLarge, text)));
+            return;
+        }
         self.queue.push_back(Pending {
             payload,
             tag,
@@ -97,6 +109,9 @@ impl NativeSender {
     /// reporting each through `done(tag, outcome)`. Fails only when nothing got through for
     /// `retry_for`, or the server refused this device (not authorised).
     pub fn deliver(&mut self, done: &mut dyn FnMut(usize, Delivery)) -> io::Result<()> {
+        for (tag, refusal) in self.refused.drain(..) {
+            done(tag, Err(refusal));
+        }
         while !self.queue.is_empty() || !self.unacked.is_empty() {
             if let Err(e) = self.step(done) {
                 if e.kind() == io::ErrorKind::PermissionDenied {
