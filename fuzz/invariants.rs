@@ -211,13 +211,13 @@ pub fn check_outcome(framing: Framing, max: u64, outcome: &Outcome) {
                     outcome.end
                 );
             }
-            Event::Native => {
-                // auto hands a native HELLO over at its 4th byte, before any frame.
-                assert_eq!(framing, Framing::Auto, "Native from {framing}");
-                assert_eq!(outcome.events.len(), 1, "events besides Native");
+            Event::HandOver { .. } => {
+                // auto hands a native HELLO or a ZMTP greeting over, before any frame.
+                assert_eq!(framing, Framing::Auto, "HandOver from {framing}");
+                assert_eq!(outcome.events.len(), 1, "events besides HandOver");
                 assert!(
                     matches!(outcome.end, Ok(()) | Err(DecodeError::HandedOver)),
-                    "after Native the stream either closes or errs with HandedOver: {:?}",
+                    "after HandOver the stream either closes or errs with HandedOver: {:?}",
                     outcome.end
                 );
             }

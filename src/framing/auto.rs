@@ -8,7 +8,9 @@
 //!    as in rule 2 (a little-endian length whose low byte happens to be a digit), else
 //!    `ascii-length`.
 //! 2. **Anything else.** `46 47 01 01` ("FG", version 1, HELLO) is the native protocol
-//!    (docs/PROTOCOL.md): the connection is handed over ([`super::Event::Native`]). Otherwise
+//!    (docs/PROTOCOL.md): the connection is handed over ([`super::Event::HandOver`]). A first
+//!    byte `FF` waits for 10 bytes: `FF`, 8 any, `7F` is a ZMTP greeting (imagezmq senders,
+//!    which send exactly those 10 bytes and wait) and is handed over too. Otherwise
 //!    the first 4 bytes are a length: four zero bytes are `u32le`'s
 //!    end-of-stream marker. Otherwise each reading, little-endian and big-endian, qualifies
 //!    when it is between 1 and `max_frame_bytes` and the payload starts with a JPEG, PNG, GIF,
@@ -33,6 +35,10 @@
 use super::signature::{classify, ends_as_its_format_ends, Signature, PROBE_LEN};
 use super::{DecodeError, Framing};
 use crate::protocol::wire::HELLO_PREFIX;
+
+/// A ZMTP greeting's first byte and its 10th (`FF`, 8 padding bytes, `7F`).
+const ZMTP_SIGNATURE_FIRST: u8 = 0xff;
+const ZMTP_SIGNATURE_LAST: u8 = 0x7f;
 
 /// The most bytes `auto` holds before it decides by rules 1 and 2: a 4-byte length and a
 /// signature probe.
@@ -215,6 +221,15 @@ pub fn decide(first: &[u8], max: u64) -> Result<Verdict, DecodeError> {
             Binary::NeedMore => Verdict::Undecided,
             Binary::No { .. } => Verdict::Framing(Framing::AsciiLength),
         });
+    }
+    if lead == ZMTP_SIGNATURE_FIRST {
+        // A u32le length whose low byte is FF announces at least 255 bytes, so waiting for 10
+        // never strands a complete frame.
+        match first.get(9) {
+            None => return Ok(Verdict::Undecided),
+            Some(&ZMTP_SIGNATURE_LAST) => return Ok(Verdict::Framing(Framing::Imagezmq)),
+            Some(_) => {}
+        }
     }
     if first.len() < 4 {
         return Ok(Verdict::Undecided);
@@ -546,6 +561,32 @@ mod tests {
         assert_eq!(fed.event, Some(Event::Frame(jpeg)));
         assert_eq!(dec.framing(), Some(Framing::U32Be));
         assert_eq!(dec.end(), Ok(None));
+    }
+
+    #[test]
+    fn a_zmtp_greeting_and_a_native_hello_are_handed_over() {
+        let zmtp = b"\xff\0\0\0\0\0\0\0\x01\x7f";
+        let native = crate::protocol::wire::HELLO_PREFIX;
+        for (first, framing) in [
+            (&zmtp[..], Framing::Imagezmq),
+            (&native[..], Framing::Native),
+        ] {
+            let (events, err) = auto(first);
+            assert_eq!(err, None);
+            assert_eq!(
+                events,
+                vec![Event::HandOver {
+                    framing,
+                    held: first.to_vec()
+                }]
+            );
+        }
+        // A u32le length with an FF low byte, then a JPEG, is still u32le.
+        let payload = [JPEG, &vec![0u8; 0x1ff - JPEG.len()]].concat();
+        let stream = [&0x1ffu32.to_le_bytes()[..], &payload].concat();
+        let (events, err) = auto(&stream);
+        assert_eq!(err, None);
+        assert_eq!(frames(events), vec![payload]);
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub enum Framing {
     /// The native framegate protocol with acknowledgements (docs/PROTOCOL.md); not a
     /// [`Decoder`] framing: connections speaking it get a [`crate::protocol`] session.
     Native,
+    /// imagezmq's ZeroMQ REQ/REP (ZMTP 3); not a [`Decoder`] framing either: see
+    /// [`crate::zmtp`].
+    Imagezmq,
 }
 
 impl Framing {
@@ -55,6 +58,7 @@ impl Framing {
             Framing::U32Le => "u32le",
             Framing::U32Be => "u32be",
             Framing::Native => "native",
+            Framing::Imagezmq => "imagezmq",
         }
     }
 }
@@ -74,8 +78,9 @@ impl std::str::FromStr for Framing {
             "u32le" => Ok(Framing::U32Le),
             "u32be" => Ok(Framing::U32Be),
             "native" => Ok(Framing::Native),
+            "imagezmq" => Ok(Framing::Imagezmq),
             other => Err(format!(
-                "unknown framing {other:?}: use auto, ascii-length, u32le, u32be or native"
+                "unknown framing {other:?}: use auto, ascii-length, u32le, u32be, native or imagezmq"
             )),
         }
     }
@@ -88,10 +93,16 @@ pub enum Event {
     Frame(Vec<u8>),
     /// The device said it has no more frames (u32le zero length). No further bytes are valid.
     End,
-    /// `auto` found the native protocol's HELLO ([`crate::protocol::wire::HELLO_PREFIX`],
-    /// consumed): the caller hands the connection to a native session, replaying those 4
-    /// bytes first. This decoder takes no further bytes.
-    Native,
+    /// `auto` found a protocol that is not a framing: the native protocol's HELLO
+    /// ([`crate::protocol::wire::HELLO_PREFIX`]) or a ZMTP greeting (imagezmq). The caller
+    /// hands the connection to that protocol's codec, feeding it `held` (every byte auto took,
+    /// this call's consumed ones included) first. This decoder takes no further bytes.
+    HandOver {
+        /// `Native` or `Imagezmq`.
+        framing: Framing,
+        /// The connection's first bytes.
+        held: Vec<u8>,
+    },
 }
 
 /// The result of one [`Decoder::feed`] call.
@@ -127,7 +138,7 @@ pub enum DecodeError {
     },
     /// Bytes arrived after a u32le end-of-stream marker.
     DataAfterEnd,
-    /// Bytes were fed after [`Event::Native`] handed the connection over.
+    /// Bytes were fed after [`Event::HandOver`] handed the connection over.
     HandedOver,
     /// The stream ended inside a frame.
     Truncated {
@@ -223,8 +234,8 @@ impl Decoder {
                 State::Prefixed(LengthPrefixed::new(ByteOrder::Little, max_frame_bytes))
             }
             Framing::U32Be => State::Prefixed(LengthPrefixed::new(ByteOrder::Big, max_frame_bytes)),
-            // Reached through auto's hand-over only; see Event::Native.
-            Framing::Native => State::HandedOver,
+            // Reached through auto's hand-over only; see Event::HandOver.
+            Framing::Native | Framing::Imagezmq => State::HandedOver,
         };
         Decoder {
             state,
@@ -264,14 +275,17 @@ impl Decoder {
                 } => {
                     // The bytes of this input the sniffer looked at go to the chosen decoder
                     // as ordinary input below; only those of earlier calls need replaying.
-                    buffered.truncate(buffered.len() - consumed);
                     self.state = Decoder::new(framing, self.max_frame_bytes).state;
-                    if framing == Framing::Native {
+                    if matches!(framing, Framing::Native | Framing::Imagezmq) {
                         return Ok(Fed {
                             consumed,
-                            event: Some(Event::Native),
+                            event: Some(Event::HandOver {
+                                framing,
+                                held: buffered,
+                            }),
                         });
                     }
+                    buffered.truncate(buffered.len() - consumed);
                     self.replay = buffered;
                 }
             }
@@ -485,7 +499,7 @@ pub(crate) mod test_util {
             .into_iter()
             .filter_map(|e| match e {
                 Event::Frame(p) => Some(p),
-                Event::End | Event::Native => None,
+                Event::End | Event::HandOver { .. } => None,
             })
             .collect()
     }

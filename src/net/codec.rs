@@ -2,6 +2,7 @@
 
 use std::mem::MaybeUninit;
 
+use super::imagezmq::ZmtpSession;
 use super::native::NativeSession;
 use crate::framing::{Decoder, Event};
 use crate::protocol::Decoded;
@@ -14,6 +15,8 @@ pub enum Codec {
     Legacy(Decoder),
     /// The native protocol.
     Native(Box<NativeSession>),
+    /// imagezmq (ZMTP).
+    Zmtp(Box<ZmtpSession>),
 }
 
 /// What a read straight into a payload completed.
@@ -31,6 +34,7 @@ impl Codec {
         match self {
             Codec::Legacy(d) => d.payload_remaining(),
             Codec::Native(s) => s.decoder.payload_remaining(),
+            Codec::Zmtp(_) => None,
         }
     }
 
@@ -39,6 +43,7 @@ impl Codec {
         match self {
             Codec::Legacy(d) => d.payload_spare(),
             Codec::Native(s) => s.decoder.payload_spare(),
+            Codec::Zmtp(_) => None,
         }
     }
 
@@ -56,6 +61,7 @@ impl Codec {
                     _ => None,
                 },
                 Codec::Native(s) => s.decoder.payload_spare_filled(n).map(Completed::Native),
+                Codec::Zmtp(_) => panic!("no spare part on a ZMTP connection"),
             }
         }
     }
@@ -65,6 +71,7 @@ impl Codec {
         match self {
             Codec::Legacy(d) => d.is_mid_frame(),
             Codec::Native(s) => s.decoder.is_mid_message(),
+            Codec::Zmtp(_) => false,
         }
     }
 
@@ -73,6 +80,7 @@ impl Codec {
         match self {
             Codec::Legacy(d) => d.announced(),
             Codec::Native(s) => s.decoder.announced(),
+            Codec::Zmtp(_) => None,
         }
     }
 }

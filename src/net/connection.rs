@@ -10,10 +10,12 @@ use std::time::{Instant, SystemTime};
 use mio::net::TcpStream;
 
 use super::codec::{Codec, Completed};
+use super::imagezmq::{ArrayJob, ZmtpSession};
 use super::native::{Directory, Limits, NativeFrame, NativeSession, Step};
+use crate::framing::Framing;
 use crate::framing::{DecodeError, Decoder, Event};
-use crate::protocol::wire::HELLO_PREFIX;
 use crate::protocol::{Decoded, FrameHeader};
+use crate::zmtp::{self, ImagezmqFrame};
 
 /// Read straight into a frame's buffer when at least this much of it is still missing;
 /// smaller remainders go through the shared scratch buffer, which also picks up the next
@@ -51,8 +53,19 @@ pub struct Received {
     pub payload: Vec<u8>,
     /// Arrival of the last byte.
     pub at: SystemTime,
-    /// For native frames: the device and header (its own sequence number, metadata).
-    pub native: Option<(Arc<str>, FrameHeader)>,
+    /// Where it came from, beyond the peer.
+    pub origin: Origin,
+}
+
+/// What a received frame says about itself.
+#[derive(Debug)]
+pub enum Origin {
+    /// A legacy framing: the peer's device name and a server-assigned number.
+    Legacy,
+    /// Native: the device and header (its own sequence number, metadata); ACKed.
+    Native(Arc<str>, FrameHeader),
+    /// imagezmq: the device is the sender's name; answered `OK` once committed.
+    Imagezmq(Arc<str>),
 }
 
 /// Takes complete frames from connections, or hands them back when it cannot take them now.
@@ -128,6 +141,8 @@ pub struct Connection {
     /// The last frame was large enough to be read straight into its buffer, so reads between
     /// frames take only [`HEADER_READ`] bytes.
     large_frames: bool,
+    /// An imagezmq array waiting to be handed to the converter.
+    array: Option<ArrayJob>,
 }
 
 impl Connection {
@@ -153,6 +168,7 @@ impl Connection {
             pending: Vec::new(),
             ended: None,
             large_frames: false,
+            array: None,
         }
     }
 
@@ -162,11 +178,39 @@ impl Connection {
         self
     }
 
+    /// Makes this an imagezmq connection (a `framing = "imagezmq"` listener); its greeting is
+    /// queued for [`Connection::flush`].
+    pub fn imagezmq(mut self) -> Self {
+        self.codec = Codec::Zmtp(Box::new(ZmtpSession::new(
+            self.native_limits.max_frame_bytes,
+        )));
+        self
+    }
+
+    /// The imagezmq session, if the connection speaks imagezmq.
+    pub fn zmtp(&mut self) -> Option<&mut ZmtpSession> {
+        match &mut self.codec {
+            Codec::Zmtp(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// An ndarray waiting to be encoded, taken by the loop for its converter.
+    pub fn take_array(&mut self) -> Option<ArrayJob> {
+        self.array.take()
+    }
+
+    /// Offers a frame converted off the loop (an imagezmq array as PNG); false when it is now
+    /// held for want of sink room (the connection is stalled).
+    pub fn deliver(&mut self, payload: Vec<u8>, origin: Origin, admit: &mut dyn Admit) -> bool {
+        self.offer_or_hold(payload, origin, admit)
+    }
+
     /// The native session, if the connection speaks the native protocol.
     pub fn session(&mut self) -> Option<&mut NativeSession> {
         match &mut self.codec {
             Codec::Native(s) => Some(s),
-            Codec::Legacy(_) => None,
+            _ => None,
         }
     }
 
@@ -174,7 +218,7 @@ impl Connection {
     pub fn native_in_flight(&self) -> usize {
         match &self.codec {
             Codec::Native(s) => s.in_flight(),
-            Codec::Legacy(_) => 0,
+            _ => 0,
         }
     }
 
@@ -191,19 +235,28 @@ impl Connection {
     /// Writes queued native replies until done or the socket would block; `Ok(true)` when
     /// bytes are still queued (the caller waits for writability).
     pub fn flush(&mut self) -> io::Result<bool> {
-        let Codec::Native(session) = &mut self.codec else {
-            return Ok(false);
-        };
-        while !session.output().is_empty() {
-            match self.stream.write(session.output()) {
+        loop {
+            let pending = match &self.codec {
+                Codec::Native(session) => session.output(),
+                Codec::Zmtp(session) => session.server.output(),
+                Codec::Legacy(_) => return Ok(false),
+            };
+            if pending.is_empty() {
+                return Ok(false);
+            }
+            let n = match self.stream.write(pending) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => session.consume_output(n),
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
+            };
+            match &mut self.codec {
+                Codec::Native(session) => session.consume_output(n),
+                Codec::Zmtp(session) => session.server.consume_output(n),
+                Codec::Legacy(_) => unreachable!("returned above"),
             }
         }
-        Ok(false)
     }
 
     /// The connection fell silent for its idle timeout and is being closed: returns a frame
@@ -217,7 +270,7 @@ impl Connection {
             Ok(Some(Event::Frame(payload))) => Some(Received {
                 payload,
                 at: SystemTime::now(),
-                native: None,
+                origin: Origin::Legacy,
             }),
             _ => None,
         }
@@ -310,11 +363,16 @@ impl Connection {
                                 return Pumped::Closed(Closed::Protocol(err.to_string()));
                             }
                         }
+                        Codec::Zmtp(session) => {
+                            if let Err(err) = session.server.finish() {
+                                return Pumped::Closed(Closed::Protocol(err.to_string()));
+                            }
+                        }
                         Codec::Legacy(decoder) => match decoder.end() {
                             Err(err) => return Pumped::Closed(Closed::Decode(err)),
                             // A frame only the end of the stream completed (auto, rule 3).
                             Ok(Some(Event::Frame(payload))) => {
-                                if !self.offer_or_hold(payload, None, admit) {
+                                if !self.offer_or_hold(payload, Origin::Legacy, admit) {
                                     return Pumped::Stalled;
                                 }
                             }
@@ -335,7 +393,9 @@ impl Connection {
             if direct {
                 // SAFETY: recv_uninit wrote exactly n bytes at the start of the spare part.
                 let admitted = match unsafe { self.codec.payload_spare_filled(n) } {
-                    Some(Completed::Legacy(payload)) => self.offer_or_hold(payload, None, admit),
+                    Some(Completed::Legacy(payload)) => {
+                        self.offer_or_hold(payload, Origin::Legacy, admit)
+                    }
                     Some(Completed::Native(decoded)) => match self.on_native(decoded, admit) {
                         Err(closed) => return Pumped::Closed(closed),
                         Ok(admitted) => admitted,
@@ -372,20 +432,25 @@ impl Connection {
                     let fed = decoder.feed(rest).map_err(Closed::Decode)?;
                     used += fed.consumed;
                     match fed.event {
-                        Some(Event::Frame(payload)) => self.offer_or_hold(payload, None, admit),
+                        Some(Event::Frame(payload)) => {
+                            self.offer_or_hold(payload, Origin::Legacy, admit)
+                        }
                         // Any byte after the marker makes the next feed fail with DataAfterEnd.
                         Some(Event::End) => {
                             self.ended = Some(Ending::Marker);
                             true
                         }
-                        Some(Event::Native) => {
-                            // auto found a native HELLO: the session decodes from its start.
-                            self.codec =
-                                Codec::Native(Box::new(NativeSession::new(self.native_limits)));
-                            if let Some(stop) = self.feed(&HELLO_PREFIX, admit)? {
-                                unreachable!(
-                                    "a HELLO prefix completes no frame (stopped at {stop})"
-                                );
+                        Some(Event::HandOver { framing, held }) => {
+                            // auto found another protocol: its codec decodes from the start.
+                            let limits = self.native_limits;
+                            self.codec = match framing {
+                                Framing::Imagezmq => {
+                                    Codec::Zmtp(Box::new(ZmtpSession::new(limits.max_frame_bytes)))
+                                }
+                                _ => Codec::Native(Box::new(NativeSession::new(limits))),
+                            };
+                            if let Some(stop) = self.feed(&held, admit)? {
+                                unreachable!("a greeting completes no frame (stopped at {stop})");
                             }
                             true
                         }
@@ -403,12 +468,44 @@ impl Connection {
                         None => true,
                     }
                 }
+                Codec::Zmtp(session) => {
+                    let fed = session
+                        .server
+                        .feed(rest)
+                        .map_err(|e| Closed::Protocol(e.to_string()))?;
+                    used += fed.consumed;
+                    match fed.event {
+                        Some(zmtp::Event::Image(image)) => self.on_image(image, admit),
+                        Some(zmtp::Event::Connected { .. }) | None => true,
+                    }
+                }
             };
             if !admitted {
                 return Ok(Some(used));
             }
         }
         Ok(None)
+    }
+
+    /// An imagezmq request: a JPEG is offered as it is; an array waits for the loop's
+    /// converter ([`Connection::take_array`]). The sender waits for the reply either way.
+    fn on_image(&mut self, image: ImagezmqFrame, admit: &mut dyn Admit) -> bool {
+        let device: Arc<str> = Arc::from(image.name.as_str());
+        match image.payload {
+            zmtp::Payload::Jpeg(bytes) => {
+                self.offer_or_hold(bytes, Origin::Imagezmq(device), admit)
+            }
+            zmtp::Payload::Array { dtype, shape, data } => {
+                self.array = Some(ArrayJob {
+                    conn: self.peer.conn,
+                    device,
+                    dtype,
+                    shape,
+                    data,
+                });
+                true
+            }
+        }
     }
 
     /// Hands a decoded native message to the session and acts on its answer; `Ok(false)` when
@@ -424,22 +521,17 @@ impl Connection {
                 device,
                 header,
                 payload,
-            }) => Ok(self.offer_or_hold(payload, Some((device, header)), admit)),
+            }) => Ok(self.offer_or_hold(payload, Origin::Native(device, header), admit)),
         }
     }
 
     /// Offers a payload that just completed; if the sinks cannot take it now, holds it (the
     /// connection is then stalled) and returns false.
-    fn offer_or_hold(
-        &mut self,
-        payload: Vec<u8>,
-        native: Option<(Arc<str>, FrameHeader)>,
-        admit: &mut dyn Admit,
-    ) -> bool {
+    fn offer_or_hold(&mut self, payload: Vec<u8>, origin: Origin, admit: &mut dyn Admit) -> bool {
         let frame = Received {
             payload,
             at: SystemTime::now(),
-            native,
+            origin,
         };
         match self.offer(frame, admit) {
             Ok(()) => true,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use std::collections::HashMap;
 
-use super::connection::{Admit, Peer, Received};
+use super::connection::{Admit, Origin, Peer, Received};
 use super::native::Directory;
 use crate::frame::{Frame, NativeOrigin};
 use crate::framing::signature;
@@ -24,6 +24,9 @@ pub struct Intake {
     pub reservations: Sender<Reservations>,
     /// Native devices' secrets and committed sequence numbers.
     pub native: NativeDevices,
+    /// imagezmq frames in the sinks (by the frame's address) → the connection waiting for
+    /// the reply.
+    pub replies: HashMap<usize, usize>,
 }
 
 /// What the loop knows about native-protocol devices.
@@ -69,7 +72,12 @@ impl Admit for Intake {
         if !self.pool.has_room() {
             return Err(frame);
         }
-        if let Some((device, header)) = frame.native {
+        let device = match frame.origin {
+            Origin::Legacy => peer.device.clone(),
+            Origin::Imagezmq(ref name) => name.clone(),
+            Origin::Native(..) => Arc::from(""), // taken below
+        };
+        if let Origin::Native(device, header) = frame.origin {
             let key = (device.clone(), header.seq);
             if let Some(waiting) = self.native.in_flight.get_mut(&key) {
                 waiting.push(peer.conn);
@@ -94,22 +102,28 @@ impl Admit for Intake {
             }));
             return Ok(());
         }
-        let seq = self.sequences.next(&peer.device);
+        let seq = self.sequences.next(&device);
         self.request_reservations();
         let Some(seq) = seq else {
             return Err(frame);
         };
         let format = signature::image_format(&frame.payload);
-        self.pool.submit(Arc::new(Frame {
+        let answer = matches!(frame.origin, Origin::Imagezmq(_));
+        let frame = Arc::new(Frame {
             listener: peer.listener_name.clone(),
-            device: peer.device.clone(),
+            device,
             peer: peer.addr,
             seq,
             received_at: frame.at,
             format,
             payload: frame.payload,
             native: None,
-        }));
+        });
+        if answer {
+            // imagezmq's sender waits for its reply until the sinks are done with this frame.
+            self.replies.insert(Arc::as_ptr(&frame) as usize, peer.conn);
+        }
+        self.pool.submit(frame);
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 
 pub mod codec;
 pub mod connection;
+pub mod imagezmq;
 pub mod intake;
 pub mod limits;
 pub mod listener;

@@ -21,7 +21,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use super::connection::{Admit, Closed, Connection, Peer, Pumped};
+use super::connection::{Admit, Closed, Connection, Origin, Peer, Pumped};
+use super::imagezmq::{Converted, Converter};
 use super::intake::{Intake, NativeDevices};
 use super::native::Limits;
 use super::{limits, listener};
@@ -50,6 +51,8 @@ enum Message {
     Reserved(Reservations, Result<(), StoreError>),
     /// Native commits written to `committed.toml`: their ACKs may go out.
     Recorded(Vec<Pending>, Result<(), StoreError>),
+    /// An imagezmq array encoded (or not) as PNG.
+    Converted(Converted),
 }
 
 struct ListenerSlot {
@@ -86,6 +89,8 @@ pub struct Server {
     outstanding: HashMap<usize, (usize, Option<String>)>,
     /// Every frame goes to every sink (routing comes with issue 4).
     sink_count: usize,
+    /// Encodes imagezmq arrays to PNG off the loop.
+    converter: Converter,
     /// Where native commits go to be recorded durably before their ACK.
     recorder: Option<mpsc::Sender<Vec<Pending>>>,
     recorder_thread: Option<JoinHandle<()>>,
@@ -151,6 +156,15 @@ impl Server {
                     let _ = recorder_tx.send(Message::Recorded(batch, result));
                     recorder_wake.wake();
                 });
+
+        let (convert_tx, convert_wake) = (tx.clone(), wake.clone());
+        let converter = Converter::start(
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            Arc::new(move |done| {
+                let _ = convert_tx.send(Message::Converted(done));
+                convert_wake.wake();
+            }),
+        );
 
         let (store_tx, store_wake) = (tx, wake);
         let (reservations, store_thread) = store.spawn_writer(move |batch, result| {
@@ -219,7 +233,9 @@ impl Server {
                     committed,
                     in_flight: HashMap::new(),
                 },
+                replies: HashMap::new(),
             },
+            converter,
             recorder: Some(recorder),
             recorder_thread: Some(recorder_thread),
             recording: 0,
@@ -258,6 +274,7 @@ impl Server {
             };
             // Frames admitted during the last turn go to the workers in one batch per sink.
             self.intake.pool.flush();
+            self.converter.flush();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -353,8 +370,10 @@ impl Server {
                 require_auth: lc.require_auth,
             };
             let mut conn = Connection::new(stream, peer, decoder, limits, Instant::now());
-            if lc.framing == Framing::Native {
-                conn = conn.native();
+            match lc.framing {
+                Framing::Native => conn = conn.native(),
+                Framing::Imagezmq => conn = conn.imagezmq(),
+                _ => {}
             }
             self.conns.insert(token, conn);
             // Data may have arrived before registration; edge-triggered events would not say.
@@ -376,6 +395,9 @@ impl Server {
     }
 
     fn after_pump(&mut self, token: Token, outcome: Pumped) {
+        if let Some(job) = self.conns.get_mut(&token).and_then(Connection::take_array) {
+            self.converter.submit(job);
+        }
         if !matches!(outcome, Pumped::Closed(Closed::PeerClosed | Closed::Io(_))) {
             // Native replies (WELCOME, PONG, NACK, GOODBYE) the pump queued.
             self.flush_conn(token);
@@ -423,6 +445,7 @@ impl Server {
                     }
                 }
                 Message::Recorded(batch, result) => self.on_recorded(batch, result),
+                Message::Converted(done) => self.on_converted(done),
                 Message::Reserved(batch, Ok(())) => {
                     for (device, mark) in &batch {
                         self.intake.sequences.reserved(device, *mark);
@@ -482,6 +505,14 @@ impl Server {
             return;
         }
         let (_, failure) = self.outstanding.remove(&key).expect("entry just seen");
+        if let Some(conn) = self.intake.replies.remove(&key) {
+            let token = Token(conn);
+            if let Some(session) = self.conns.get_mut(&token).and_then(Connection::zmtp) {
+                session.answer(failure.map_or(Ok(()), Err));
+                self.flush_conn(token);
+            }
+            return;
+        }
         let Some(origin) = &c.frame.native else {
             return;
         };
@@ -512,6 +543,32 @@ impl Server {
                 for token in waiting {
                     self.answer(Token(token), seq, Err(why.clone()));
                 }
+            }
+        }
+    }
+
+    /// An imagezmq array came back from the converter: offer the PNG as the connection's
+    /// frame, or tell the sender why there is none.
+    fn on_converted(&mut self, done: Converted) {
+        let token = Token(done.conn);
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return; // the sender left meanwhile
+        };
+        match done.png {
+            Ok(png) => {
+                if !conn.deliver(png, Origin::Imagezmq(done.device), &mut self.intake) {
+                    self.stalled.push_back(token);
+                }
+            }
+            Err(why) => {
+                warn!(
+                    "connection from {} (imagezmq sender {:?}): array not stored: {why}",
+                    conn.peer.addr, &*done.device
+                );
+                if let Some(session) = conn.zmtp() {
+                    session.answer(Err(why));
+                }
+                self.flush_conn(token);
             }
         }
     }
@@ -775,7 +832,7 @@ impl Server {
                     self.intake.pool.complete(&c);
                 }
                 Message::Recorded(batch, result) => self.on_recorded(batch, result),
-                Message::Reserved(..) => {}
+                Message::Reserved(..) | Message::Converted(_) => {}
             }
         }
         // The recorder writes what it was sent, then ends; its last reports ACK those frames.

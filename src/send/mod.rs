@@ -76,7 +76,9 @@ pub fn header(framing: Framing, len: usize) -> Vec<u8> {
         Framing::AsciiLength => len.to_string().into_bytes(),
         Framing::U32Le => (len as u32).to_le_bytes().to_vec(),
         Framing::U32Be => (len as u32).to_be_bytes().to_vec(),
-        Framing::Auto | Framing::Native => unreachable!("send() refuses these first"),
+        Framing::Auto | Framing::Native | Framing::Imagezmq => {
+            unreachable!("send() refuses these first")
+        }
     }
 }
 
@@ -92,6 +94,12 @@ pub fn send(plan: &SendPlan, images: &[Vec<u8>]) -> io::Result<SendReport> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "the native protocol goes through native::NativeSender",
+        ));
+    }
+    if plan.framing == Framing::Imagezmq {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--framing imagezmq is for listeners; imagezmq senders are Python programs",
         ));
     }
     if let Some(big) = images.iter().find(|i| i.len() > u32::MAX as usize) {
