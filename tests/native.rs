@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
+
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -360,4 +361,106 @@ fn resends_after_a_restart_or_a_crash_are_not_stored_twice() {
     assert!(d.terminate().success());
     let stored = d.frames("cam", "native");
     assert_eq!(assert_frames_eq(&stored, &sent), [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn allow_lists_require_auth_replays_and_sink_failures() {
+    let mut d = Daemon::start(
+        &[
+            listener("only2", "auto", "allow = [\"127.0.0.2\"]"),
+            listener("strict", "auto", "require_auth = true"),
+            listener("native", "native", ""),
+            "\n[device.\"cam\"]\nsecret = \"s3cret\"\n".to_string(),
+            FILE_SINK.to_string(),
+        ]
+        .concat(),
+    );
+    // Allow list: 127.0.0.1 is turned away at once, 127.0.0.2 is served.
+    let mut stranger = connect(d.addr("only2"));
+    let local = stranger.local_addr().unwrap();
+    wait_closed_by_server(&mut stranger, WAIT).unwrap();
+    d.wait_for_log(
+        &[
+            &format!("connection from {local}"),
+            "not in the listener's allow list",
+        ],
+        WAIT,
+    );
+    let frame = jpeg(900, 3000);
+    let ok = connect_from(std::net::IpAddr::from([127, 0, 0, 2]), d.addr("only2"));
+    send_and_finish(ok, &encode(Wire::U32Le, std::slice::from_ref(&frame)));
+    assert_frames_eq(&d.wait_for_frames("127.0.0.2", "only2", 1), &[frame]);
+
+    // require_auth: a legacy device is refused, nothing stored.
+    let mut legacy = connect(d.addr("strict"));
+    let local = legacy.local_addr().unwrap();
+    let _ = legacy.write_all(&encode(Wire::U32Le, &[jpeg(901, 2000)]));
+    wait_closed_by_server(&mut legacy, WAIT).unwrap();
+    d.wait_for_log(
+        &[
+            &format!("connection from {local}"),
+            "a legacy framing refused",
+        ],
+        WAIT,
+    );
+
+    // A recorded HELLO + AUTH replayed on a new connection meets a new nonce: refused.
+    let hello = Message::Hello {
+        device: "cam".into(),
+        has_secret: true,
+    };
+    let mut first = Client::connect(&d, "strict");
+    first.send(hello.clone(), &[]);
+    let Some(Message::Challenge { nonce }) = first.recv() else {
+        panic!("no challenge")
+    };
+    let recorded = auth_tag(b"s3cret", &nonce, "cam");
+    first.send(Message::Auth { tag: recorded }, &[]);
+    assert!(matches!(first.recv(), Some(Message::Welcome { .. })));
+    let mut replay = Client::connect(&d, "strict");
+    replay.send(hello, &[]);
+    assert!(matches!(replay.recv(), Some(Message::Challenge { .. })));
+    replay.send(Message::Auth { tag: recorded }, &[]);
+    assert!(matches!(
+        replay.recv(),
+        Some(Message::Goodbye {
+            reason: Reason::NotAuthorised,
+            ..
+        })
+    ));
+    // The authenticated session keeps streaming.
+    first.frame(1, &jpeg(902, 2000));
+    assert_eq!(first.recv_reply(), Some(Message::Ack { seq: 1 }));
+
+    // NACK "malformed" (seq 0) and "rejected by sink" (the file sink cannot write).
+    std::fs::write(
+        d.frames_root().join("blocked"),
+        b"a file where a directory must go",
+    )
+    .unwrap();
+    let mut c = Client::connect(&d, "native");
+    c.hello("blocked");
+    c.frame(0, &jpeg(903, 1000));
+    assert!(matches!(
+        c.recv_reply(),
+        Some(Message::Nack {
+            seq: 0,
+            reason: Reason::Malformed,
+            ..
+        })
+    ));
+    c.frame(1, &jpeg(904, 1000));
+    match c.recv_reply() {
+        Some(Message::Nack {
+            seq: 1,
+            reason: Reason::RejectedBySink,
+            text,
+        }) => assert!(text.contains("Not a directory"), "{text}"),
+        other => panic!("expected NACK rejected by sink, got {other:?}"),
+    }
+    assert!(d.terminate().success());
+    assert!(
+        d.frames_root().join("blocked").is_file(),
+        "nothing stored for it"
+    );
 }

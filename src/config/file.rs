@@ -52,6 +52,7 @@ pub struct ListenerSection {
     pub heartbeat: Option<Spanned<HumanDuration>>,
     pub max_in_flight: Option<Spanned<u16>>,
     pub require_auth: Option<bool>,
+    pub allow: Option<Vec<Spanned<String>>>,
 }
 
 /// One `[device."name"]`: settings of a native-protocol device.

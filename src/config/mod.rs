@@ -81,8 +81,11 @@ pub struct ListenerConfig {
     pub heartbeat: Duration,
     /// Native sessions: most unacknowledged frames per connection.
     pub max_in_flight: u16,
-    /// Native sessions: only devices with a secret, proven by challenge–response.
+    /// Native sessions: only devices with a secret, proven by challenge–response; legacy
+    /// framings and imagezmq, which carry no credentials, are refused.
     pub require_auth: bool,
+    /// Source networks allowed to connect (any framing); empty: everyone.
+    pub allow: Vec<ipnet::IpNet>,
 }
 
 /// One `[[sink]]`.
@@ -294,6 +297,29 @@ impl Validator<'_> {
             }
             Some(n) => *n.get_ref(),
         };
+        if raw.require_auth == Some(true) && !matches!(raw.framing, Framing::Auto | Framing::Native)
+        {
+            return Err(self.err(
+                &raw.name,
+                format!(
+                    "require_auth = true needs framing \"native\" or \"auto\": {} carries no credentials",
+                    raw.framing
+                ),
+            ));
+        }
+        let mut allow = Vec::new();
+        for entry in raw.allow.iter().flatten() {
+            let text = entry.get_ref().trim();
+            let net = ipnet::IpNet::from_str(text)
+                .or_else(|_| IpAddr::from_str(text).map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    self.err(
+                        entry,
+                        "not an address or network; write e.g. \"192.168.1.0/24\", \"10.0.0.7\" or \"fd00::/8\"",
+                    )
+                })?;
+            allow.push(net);
+        }
         Ok(ListenerConfig {
             name,
             bind,
@@ -304,6 +330,7 @@ impl Validator<'_> {
             heartbeat,
             max_in_flight,
             require_auth: raw.require_auth.unwrap_or(false),
+            allow,
         })
     }
 

@@ -129,3 +129,62 @@ fn shipped_example_config_is_valid() {
     assert_eq!(config.listeners[0].name, "devices");
     assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
 }
+
+#[test]
+fn native_keys_secrets_and_allow_lists() {
+    let config = parse(
+        r#"
+[[listener]]
+name = "n"
+bind = "127.0.0.1:0"
+framing = "auto"
+heartbeat = "5s"
+max_in_flight = 8
+require_auth = true
+allow = ["192.168.1.0/24", "10.0.0.7", "fd00::/8"]
+
+[device."door-cam"]
+secret = "s3cret"
+
+[[sink]]
+name = "x"
+type = "discard"
+"#,
+    )
+    .unwrap();
+    let l = &config.listeners[0];
+    assert_eq!(l.heartbeat, Duration::from_secs(5));
+    assert_eq!(l.max_in_flight, 8);
+    assert!(l.require_auth);
+    let allowed = |ip: &str| {
+        l.allow
+            .iter()
+            .any(|n| n.contains(&ip.parse::<IpAddr>().unwrap()))
+    };
+    assert!(allowed("192.168.1.77") && allowed("10.0.0.7") && allowed("fd00::1"));
+    assert!(!allowed("192.168.2.1") && !allowed("10.0.0.8"));
+    assert_eq!(config.secrets["door-cam"], b"s3cret");
+
+    let sink = "\n[[sink]]\nname = \"x\"\ntype = \"discard\"\n";
+    let err = parse(&format!(
+        "[[listener]]\nname = \"n\"\nbind = \"127.0.0.1:0\"\nallow = [\"10.0.0.0/33\"]\n{sink}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("test.toml:4:") && err.contains("not an address or network"),
+        "{err}"
+    );
+    let err = parse(&format!(
+        "[[listener]]\nname = \"n\"\nbind = \"127.0.0.1:0\"\nframing = \"u32le\"\nrequire_auth = true\n{sink}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("carries no credentials"), "{err}");
+    let err = parse(&format!(
+        "[[listener]]\nname = \"n\"\nbind = \"127.0.0.1:0\"\n[device.\"cam\"]\n{sink}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("needs secret or secret_file"), "{err}");
+}

@@ -31,8 +31,8 @@ impl DeviceNames {
     }
 }
 
-/// An IPv4 peer on a dual-stack socket shows up as `::ffff:a.b.c.d`; name it as `a.b.c.d`.
-fn canonical(ip: IpAddr) -> IpAddr {
+/// An IPv4 peer on a dual-stack socket shows up as `::ffff:a.b.c.d`; treat it as `a.b.c.d`.
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()

@@ -6,6 +6,6 @@ mod durable;
 mod sequences;
 mod store;
 
-pub use self::devices::DeviceNames;
+pub use self::devices::{canonical, DeviceNames};
 pub use self::sequences::{Reservations, Sequences, RESERVE_BLOCK};
 pub use self::store::{SequenceStore, StoreError};

@@ -431,6 +431,25 @@ impl Connection {
                 Codec::Legacy(decoder) => {
                     let fed = decoder.feed(rest).map_err(Closed::Decode)?;
                     used += fed.consumed;
+                    let legacy = matches!(
+                        decoder.framing(),
+                        Some(Framing::AsciiLength | Framing::U32Le | Framing::U32Be)
+                    );
+                    let zmtp = matches!(
+                        fed.event,
+                        Some(Event::HandOver {
+                            framing: Framing::Imagezmq,
+                            ..
+                        })
+                    );
+                    if self.native_limits.require_auth && (legacy || zmtp) {
+                        // An auto listener that requires authentication takes only devices
+                        // that can prove who they are.
+                        return Err(Closed::Protocol(format!(
+                            "{} refused: the listener requires authentication (native protocol with a secret)",
+                            if zmtp { "imagezmq" } else { "a legacy framing" }
+                        )));
+                    }
                     match fed.event {
                         Some(Event::Frame(payload)) => {
                             self.offer_or_hold(payload, Origin::Legacy, admit)

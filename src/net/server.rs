@@ -29,7 +29,7 @@ use super::{limits, listener};
 use crate::config::{Config, ListenerConfig};
 use crate::framing::{DecodeError, Decoder, Framing};
 use crate::identity::committed::{Committed, Pending};
-use crate::identity::{DeviceNames, Reservations, SequenceStore, Sequences, StoreError};
+use crate::identity::{canonical, DeviceNames, Reservations, SequenceStore, Sequences, StoreError};
 use crate::protocol::Reason;
 use crate::sink::pool::{Completion, SinkPool};
 
@@ -340,6 +340,16 @@ impl Server {
                     return;
                 }
             };
+            if !slot.config.allow.is_empty() {
+                let ip = canonical(addr.ip());
+                if !slot.config.allow.iter().any(|net| net.contains(&ip)) {
+                    warn!(
+                        "connection from {addr} on {:?} refused: {ip} is not in the listener's allow list",
+                        slot.config.name
+                    );
+                    continue; // dropping the stream closes it
+                }
+            }
             let token = Token(self.next_token);
             self.next_token += 1;
             if let Err(e) = self
