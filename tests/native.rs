@@ -464,3 +464,49 @@ fn allow_lists_require_auth_replays_and_sink_failures() {
         "nothing stored for it"
     );
 }
+
+#[test]
+fn a_frame_beyond_the_window_is_refused() {
+    let mut d = Daemon::start(
+        &[
+            listener("one", "native", "max_in_flight = 1"),
+            FILE_SINK.to_string(),
+        ]
+        .concat(),
+    );
+    let mut c = Client::connect(&d, "one");
+    c.hello("cam");
+    // Two frames in one write: the second is decoded while the first is still in the sinks
+    // (commits are taken only after the loop finished reading).
+    let (a, b) = (jpeg(910, 1000), jpeg(911, 1000));
+    let mut bytes = Vec::new();
+    for (seq, payload) in [(1u64, &a), (2, &b)] {
+        let header = FrameHeader {
+            seq,
+            captured_us: 0,
+            content_type: ContentType::Jpeg,
+            meta: vec![],
+            payload_len: payload.len() as u32,
+            crc32c: checksum(payload),
+        };
+        Message::Frame(header).encode(&mut bytes);
+        bytes.extend_from_slice(payload);
+    }
+    c.stream.write_all(&bytes).unwrap();
+    let mut replies = vec![c.recv_reply().unwrap(), c.recv_reply().unwrap()];
+    replies.sort_by_key(|m| matches!(m, Message::Ack { .. }));
+    assert!(
+        matches!(
+            &replies[0],
+            Message::Nack {
+                seq: 2,
+                reason: Reason::WindowExceeded,
+                ..
+            }
+        ),
+        "{replies:?}"
+    );
+    assert_eq!(replies[1], Message::Ack { seq: 1 });
+    assert!(d.terminate().success());
+    assert_frames_eq(&d.frames("cam", "one"), &[a]);
+}

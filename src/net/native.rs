@@ -294,6 +294,19 @@ impl NativeSession {
         Step::Continue
     }
 
+    /// NACKs every frame still waiting for its commit, in order (at shutdown).
+    pub fn refuse_in_flight(&mut self, reason: Reason, text: &str) {
+        let mut seqs: Vec<u64> = self.in_flight.drain().collect();
+        seqs.sort_unstable();
+        for seq in seqs {
+            self.send(Message::Nack {
+                seq,
+                reason,
+                text: text.to_string(),
+            });
+        }
+    }
+
     /// The sinks finished frame `seq`: ACK it, or NACK with the sink's error.
     pub fn committed(&mut self, seq: u64, result: Result<(), String>) {
         if !self.in_flight.remove(&seq) {

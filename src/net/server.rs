@@ -822,6 +822,12 @@ impl Server {
     /// Tells a native device the server is going away (best effort: what fits the socket now).
     fn say_goodbye(&mut self, token: Token) {
         if let Some(session) = self.conns.get_mut(&token).and_then(Connection::session) {
+            // Frames the shutdown did not let finish (shutdown_timeout passed) are not stored
+            // for sure: the device must send them again.
+            session.refuse_in_flight(
+                Reason::ShuttingDown,
+                "framegate shut down before storing it",
+            );
             session.goodbye(
                 Reason::ShuttingDown,
                 "framegate is shutting down; resend later",
