@@ -1,10 +1,13 @@
 //! `cargo bench --bench ingest`: framegate's ingest throughput against a minimal blocking
-//! reader of the same framing, measured in the same run, and the RSS of 10,000 idle
-//! connections. Results go to docs/BENCHMARKS.md.
+//! reader of the same framing, measured in the same run; the native protocol with ACKs against
+//! u32le, both into `discard`; and the RSS of 10,000 idle connections. Results go to
+//! docs/BENCHMARKS.md.
 //!
 //! Options: `FG_BENCH_QUICK=1` (a tenth of the data, one round: a smoke run),
 //! `FG_BENCH_ROUNDS=N` (rounds per scenario, default 5), and filter words after `--`
-//! (`cargo bench --bench ingest -- 64x idle`) that select scenarios by substring.
+//! (`cargo bench --bench ingest -- 64x idle`) that select scenarios by substring. The native
+//! comparison is selected by `native` (every shape) or `native-64x` and the like (one shape);
+//! the plain shape words (`1x`, `64x`, `1000x`) select only the u32le scenarios.
 //!
 //! A benchmark reports; it does not assert speed. It exits non-zero only when a correctness
 //! check fails (a frame missing, a file missing, a daemon error).
@@ -17,6 +20,8 @@ mod daemon;
 mod idle;
 #[path = "ingest/load.rs"]
 mod load;
+#[path = "ingest/native.rs"]
+mod native;
 #[path = "ingest/report.rs"]
 mod report;
 #[path = "ingest/run.rs"]
@@ -62,6 +67,12 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     ]
 }
 
+/// The native comparison: u32le and native listeners, both into `discard`.
+const NATIVE_PAIR: [Receiver; 2] = [
+    Receiver::Daemon(SinkKind::Discard),
+    Receiver::Native(SinkKind::Discard),
+];
+
 const RECEIVERS: [Receiver; 4] = [
     Receiver::Baseline,
     Receiver::Daemon(SinkKind::Discard),
@@ -82,6 +93,13 @@ fn main() -> ExitCode {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
+    let native_selected = |name: &str| {
+        let name = format!("native-{name}");
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|f| f.starts_with("native") && name.contains(f.as_str()))
+    };
 
     let (root_parent, on_tmpfs) = if system::is_tmpfs(Path::new(TMPFS)) {
         (PathBuf::from(TMPFS), true)
@@ -138,38 +156,10 @@ fn main() -> ExitCode {
         for round in 0..rounds {
             for (i, receiver) in RECEIVERS.iter().enumerate() {
                 run_index += 1;
-                let dir = root.path().join(format!("run-{run_index}"));
-                let result = fs::create_dir(&dir)
-                    .map_err(|e| format!("creating {}: {e}", dir.display()))
-                    .and_then(|()| run::once(l, *receiver, &dir));
-                // Free the tmpfs memory before the next run.
-                let _ = fs::remove_dir_all(&dir);
-                match result {
-                    Ok(t) => {
-                        let cores = t.cpu_seconds / t.to_eof.as_secs_f64().max(1e-9);
-                        let event_loop = t.cpu.map_or(String::new(), |c| {
-                            format!(", event loop {:.0}%", c.event_loop * 100.0)
-                        });
-                        eprintln!(
-                            "  round {} {:<28} {:>8.1} MB/s  (last EOF {:>7.1} ms, done {:>7.1} ms; receiver CPU {cores:.2} cores{event_loop})",
-                            round + 1,
-                            receiver.label(),
-                            report::mb_per_s(l.bytes(), t.total),
-                            report::ms(t.to_eof),
-                            report::ms(t.total),
-                        );
-                        // More CPU than the machine has means the clock or the CPU accounting
-                        // missed part of the run: say so rather than report it silently.
-                        if cores > cpus as f64 * 1.1 {
-                            eprintln!(
-                                "    suspect measurement: {cores:.2} cores used on a {cpus}-CPU machine"
-                            );
-                        }
-                        timings[i].push(t);
-                    }
+                match measure(root.path(), run_index, l, *receiver, round, cpus) {
+                    Ok(t) => timings[i].push(t),
                     Err(e) => {
-                        eprintln!("  round {} {}: FAILED: {e}", round + 1, receiver.label());
-                        failures.push(format!("{} / {}: {e}", scenario.name, receiver.label()));
+                        failures.push(format!("{} / {}: {e}", scenario.name, receiver.label()))
                     }
                 }
             }
@@ -179,6 +169,42 @@ fn main() -> ExitCode {
 
     if !rows.is_empty() {
         report::throughput_table(&rows, &RECEIVERS);
+    }
+
+    let mut native_rows = Vec::new();
+    for scenario in scenarios(quick).iter().filter(|s| native_selected(s.name)) {
+        let l = &scenario.load;
+        eprintln!(
+            "== native vs u32le, {}: {} connection(s) x {} frames x {} bytes = {:.0} MB",
+            scenario.name,
+            l.connections,
+            l.frames_per_connection,
+            l.frame_bytes,
+            l.bytes() as f64 / 1e6
+        );
+        // Per round: [u32le, native]; the order alternates between rounds.
+        let mut pairs: Vec<[Option<Timing>; 2]> = Vec::new();
+        for round in 0..rounds {
+            let mut pair = [None, None];
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                let receiver = NATIVE_PAIR[i];
+                run_index += 1;
+                match measure(root.path(), run_index, l, receiver, round, cpus) {
+                    Ok(t) => pair[i] = Some(t),
+                    Err(e) => failures.push(format!(
+                        "native vs u32le {} / {}: {e}",
+                        scenario.name,
+                        receiver.label()
+                    )),
+                }
+            }
+            pairs.push(pair);
+        }
+        native_rows.push((scenario.name, *l, pairs));
+    }
+    if !native_rows.is_empty() {
+        report::native_table(&native_rows);
     }
 
     if selected("idle") {
@@ -207,4 +233,49 @@ fn main() -> ExitCode {
         }
         ExitCode::FAILURE
     }
+}
+
+/// One run of `load` into `receiver` in a fresh directory under `root`, with its progress line
+/// on stderr. An error means a correctness check failed.
+fn measure(
+    root: &Path,
+    run_index: usize,
+    l: &Load,
+    receiver: Receiver,
+    round: usize,
+    cpus: usize,
+) -> Result<Timing, String> {
+    let dir = root.join(format!("run-{run_index}"));
+    let result = fs::create_dir(&dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))
+        .and_then(|()| run::once(l, receiver, &dir));
+    // Free the tmpfs memory before the next run.
+    let _ = fs::remove_dir_all(&dir);
+    match &result {
+        Ok(t) => {
+            let cores = t.cpu_seconds / t.to_eof.as_secs_f64().max(1e-9);
+            let event_loop = t.cpu.map_or(String::new(), |c| {
+                format!(", event loop {:.0}%", c.event_loop * 100.0)
+            });
+            let last = match receiver {
+                Receiver::Native(_) => "last ACK",
+                _ => "last EOF",
+            };
+            eprintln!(
+                "  round {} {:<28} {:>8.1} MB/s  ({last} {:>7.1} ms, done {:>7.1} ms; receiver CPU {cores:.2} cores{event_loop})",
+                round + 1,
+                receiver.label(),
+                report::mb_per_s(l.bytes(), t.total),
+                report::ms(t.to_eof),
+                report::ms(t.total),
+            );
+            // More CPU than the machine has means the clock or the CPU accounting missed part
+            // of the run: say so rather than report it silently.
+            if cores > cpus as f64 * 1.1 {
+                eprintln!("    suspect measurement: {cores:.2} cores used on a {cpus}-CPU machine");
+            }
+        }
+        Err(e) => eprintln!("  round {} {}: FAILED: {e}", round + 1, receiver.label()),
+    }
+    result
 }

@@ -79,8 +79,32 @@ enum Startup {
     Ready,
 }
 
-/// The config for one run in `dir`: one u32le listener on 127.0.0.1:0, one sink.
-pub fn config(dir: &Path, sink: SinkKind) -> String {
+/// How the bench listener frames its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `framing = "u32le"`: length-prefixed frames, no answers.
+    U32Le,
+    /// `framing = "native"`: HELLO/WELCOME, an ACK per frame once committed and recorded.
+    Native,
+}
+
+impl Framing {
+    fn config_name(self) -> &'static str {
+        match self {
+            Framing::U32Le => "u32le",
+            Framing::Native => "native",
+        }
+    }
+}
+
+/// The config for one run in `dir`: one listener on 127.0.0.1:0 with `framing`, one sink.
+/// Native sessions keep the defaults (`max_in_flight` 16, heartbeat 10 s) unless
+/// `FG_BENCH_MAX_IN_FLIGHT=N` sets `max_in_flight` (to see whether the window limits a run).
+pub fn config(dir: &Path, sink: SinkKind, framing: Framing) -> String {
+    let window = match (framing, std::env::var("FG_BENCH_MAX_IN_FLIGHT")) {
+        (Framing::Native, Ok(n)) if !n.is_empty() => format!("max_in_flight = {n}\n"),
+        _ => String::new(),
+    };
     let sink = match sink {
         SinkKind::Discard => "type = \"discard\"".to_string(),
         SinkKind::File { fsync } => format!(
@@ -98,22 +122,29 @@ level = "info"
 [[listener]]
 name = "bench"
 bind = "127.0.0.1:0"
-framing = "u32le"
+framing = "{framing}"
 idle_timeout = "10m"
-
+{window}
 [[sink]]
 name = "out"
 {sink}
 "#,
-        state = dir.join("state").display()
+        state = dir.join("state").display(),
+        framing = framing.config_name(),
     )
 }
 
 impl Daemon {
-    /// Writes the config into `dir`, starts the daemon, waits for `framegate ready`.
+    /// Writes the config into `dir` (a u32le listener), starts the daemon, waits for
+    /// `framegate ready`.
     pub fn start(dir: &Path, sink: SinkKind) -> Result<Daemon, String> {
+        Daemon::start_with(dir, sink, Framing::U32Le)
+    }
+
+    /// Like [`Daemon::start`], with the listener's framing chosen.
+    pub fn start_with(dir: &Path, sink: SinkKind, framing: Framing) -> Result<Daemon, String> {
         let config_path: PathBuf = dir.join("framegate.toml");
-        fs::write(&config_path, config(dir, sink))
+        fs::write(&config_path, config(dir, sink, framing))
             .map_err(|e| format!("writing {}: {e}", config_path.display()))?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_framegate"))
             .arg("run")

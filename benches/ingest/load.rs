@@ -11,9 +11,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long a device waits to connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one write or read may block before the run counts as failed.
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the generator waits for every device thread to connect.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Device threads only copy from a shared buffer; they need little stack.
@@ -82,7 +82,7 @@ impl<S> Outcome<S> {
 
 /// Releases every device thread at once. Unlike `std::sync::Barrier` it cannot hang: waits
 /// are bounded and the generator can call the run off if a thread could not be started.
-struct Gate {
+pub struct Gate {
     state: Mutex<GateState>,
     changed: Condvar,
 }
@@ -103,7 +103,7 @@ impl Gate {
     }
 
     /// Called by each device once connected (or failed to): true to start sending.
-    fn arrive_and_wait(&self) -> bool {
+    pub fn arrive_and_wait(&self) -> bool {
         let mut s = self.state.lock().unwrap();
         s.ready += 1;
         self.changed.notify_all();
@@ -148,15 +148,34 @@ pub fn run<S>(
     sample: impl Fn() -> S,
 ) -> Outcome<S> {
     let wire = load.wire_frame();
+    let frames = load.frames_per_connection;
+    run_devices(load, settle, sample, move |_, gate| {
+        device(addr, frames, &wire, gate)
+    })
+}
+
+/// [`run`] with another device: `device(index, gate)` runs on each device thread; it must
+/// call `gate.arrive_and_wait()` exactly once (after connecting, before the timed part) and
+/// return when it is done (`Some(when)`), called off (`None`), or failed.
+pub fn run_devices<S, D>(
+    load: &Load,
+    settle: impl FnOnce(),
+    sample: impl Fn() -> S,
+    device: D,
+) -> Outcome<S>
+where
+    D: Fn(usize, &Gate) -> Result<Option<Instant>, String> + Send + Sync + 'static,
+{
+    let device = Arc::new(device);
     let gate = Arc::new(Gate::new());
     let mut devices = Vec::with_capacity(load.connections);
     let mut failures = Vec::new();
     for i in 0..load.connections {
-        let (wire, gate, frames) = (wire.clone(), gate.clone(), load.frames_per_connection);
+        let (device, gate) = (device.clone(), gate.clone());
         let spawned = thread::Builder::new()
             .name(format!("device-{i}"))
             .stack_size(DEVICE_STACK)
-            .spawn(move || device(addr, frames, &wire, &gate));
+            .spawn(move || device(i, &gate));
         match spawned {
             Ok(handle) => devices.push(handle),
             Err(e) => {

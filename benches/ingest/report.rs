@@ -54,6 +54,85 @@ pub fn throughput_table(rows: &[(&str, Load, Vec<Vec<Timing>>)], receivers: &[Re
     println!();
 }
 
+/// The target for the native protocol: its ACK path costs at most 10% of u32le's
+/// throughput, both into `discard`.
+const NATIVE_TARGET: f64 = 0.90;
+
+/// One native-vs-u32le scenario: its name, its load, and per round the u32le run and the
+/// native run (`None` where a run failed).
+pub type NativeRow<'a> = (&'a str, Load, Vec<[Option<Timing>; 2]>);
+
+/// Prints the native-vs-u32le table (medians over rounds) and the per-round ratios.
+pub fn native_table(rows: &[NativeRow]) {
+    let window = std::env::var("FG_BENCH_MAX_IN_FLIGHT")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .map_or("16, the default".to_string(), |n| {
+            format!("{n}, set by FG_BENCH_MAX_IN_FLIGHT")
+        });
+    println!("## Native protocol with ACKs vs u32le, both into `discard`");
+    println!();
+    println!("Same payload, connections and frames per connection; rounds interleaved, the order alternating. MB/s = payload bytes / (start until the daemon exited after SIGTERM). \"device clock\": until the last device saw EOF (u32le) or its last ACK (native: every frame committed and recorded). Native devices do HELLO/WELCOME before the clock starts and keep WELCOME's max_in_flight ({window}) frames unanswered.");
+    println!();
+    println!("| scenario | listener | frames/s | MB/s (median) | MB/s (min–max) | device-clock MB/s | native / u32le | target (≥ 90%) | loop busy | daemon CPU s/GB |");
+    println!("|---|---|---:|---:|---:|---:|---:|---|---:|---:|");
+    for (name, load, pairs) in rows {
+        let runs = |i: usize| -> Vec<Timing> { pairs.iter().filter_map(|p| p[i]).collect() };
+        let (u32le, native) = (runs(0), runs(1));
+        let speed = |runs: &[Timing]| median_mb_s(load, runs, |t| t.total);
+        let ratio = speed(&native).zip(speed(&u32le)).map(|(n, u)| n / u);
+        let eof_ratio = median_mb_s(load, &native, |t| t.to_eof)
+            .zip(median_mb_s(load, &u32le, |t| t.to_eof))
+            .map(|(n, u)| n / u);
+        for (label, runs) in [("u32le", &u32le), ("native + ACKs", &native)] {
+            let Some(mb_s) = speed(runs) else {
+                println!("| {name} | {label} | failed | | | | | | | |");
+                continue;
+            };
+            let eof = median_mb_s(load, runs, |t| t.to_eof).unwrap_or(0.0);
+            let (lo, hi) = range_mb_s(load, runs);
+            let frames_s = mb_s * 1e6 / load.frame_bytes as f64;
+            let busy = median(runs.iter().filter_map(|t| t.cpu).map(|c| c.event_loop))
+                .map_or("—".into(), |b| format!("{:.0}%", b * 100.0));
+            let cpu_per_gb = median(runs.iter().map(|t| t.cpu_seconds)).unwrap_or(0.0)
+                / (load.bytes() as f64 / 1e9);
+            let (ratio_text, target) = if label == "u32le" {
+                ("100%".to_string(), "—")
+            } else {
+                let pct = |r: Option<f64>| r.map_or("n/a".into(), |r| format!("{:.0}%", r * 100.0));
+                (
+                    format!("{} (device clock {})", pct(ratio), pct(eof_ratio)),
+                    match ratio {
+                        Some(r) if r >= NATIVE_TARGET => "met",
+                        Some(_) => "**not met**",
+                        None => "unknown",
+                    },
+                )
+            };
+            println!(
+                "| {name} | {label} | {frames_s:.0} | {mb_s:.0} | {lo:.0}–{hi:.0} | {eof:.0} | {ratio_text} | {target} | {busy} | {cpu_per_gb:.2} |"
+            );
+        }
+    }
+    println!();
+    println!("Per round, native MB/s / the same round's u32le MB/s:");
+    println!();
+    for (name, load, pairs) in rows {
+        let ratios: Vec<String> = pairs
+            .iter()
+            .map(|p| match p {
+                [Some(u), Some(n)] => format!(
+                    "{:.0}%",
+                    mb_per_s(load.bytes(), n.total) / mb_per_s(load.bytes(), u.total) * 100.0
+                ),
+                _ => "failed".into(),
+            })
+            .collect();
+        println!("- {name}: {}", ratios.join(", "));
+    }
+    println!();
+}
+
 /// Prints the idle-connection RSS lines.
 pub fn idle(r: &IdleResult) {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);

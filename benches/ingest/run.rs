@@ -7,8 +7,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::baseline::Reader;
-use super::daemon::{Daemon, SinkKind};
+use super::daemon::{Daemon, Framing, SinkKind};
 use super::load::{self, Load};
+use super::native;
 use super::system;
 
 /// How long a receiver may take to take up connections that are already open; past it the
@@ -20,8 +21,10 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Receiver {
     /// The minimal blocking reader in this process.
     Baseline,
-    /// The framegate binary with this sink.
+    /// The framegate binary with this sink, a u32le listener.
     Daemon(SinkKind),
+    /// The framegate binary with this sink, a native listener: devices wait for ACKs.
+    Native(SinkKind),
 }
 
 impl Receiver {
@@ -30,6 +33,9 @@ impl Receiver {
         match self {
             Receiver::Baseline => "blocking reader (baseline)",
             Receiver::Daemon(sink) => sink.label(),
+            Receiver::Native(SinkKind::Discard) => "native + ACKs, discard",
+            Receiver::Native(SinkKind::File { fsync: true }) => "native + ACKs, file (fsync)",
+            Receiver::Native(SinkKind::File { fsync: false }) => "native + ACKs, file (no fsync)",
         }
     }
 }
@@ -43,7 +49,8 @@ struct CpuSample {
 /// The timings of one successful run.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
-    /// Start until the last device saw EOF (every frame read).
+    /// Start until the last device saw EOF (every frame read); over the native protocol, until
+    /// the last device had its last ACK (every frame committed).
     pub to_eof: Duration,
     /// Start until the receiver was done: for the daemon, its exit after SIGTERM (sinks
     /// drained, every file committed); for the baseline, the same as `to_eof`.
@@ -69,7 +76,8 @@ pub struct DaemonCpu {
 pub fn once(load: &Load, receiver: Receiver, dir: &Path) -> Result<Timing, String> {
     match receiver {
         Receiver::Baseline => baseline(load),
-        Receiver::Daemon(sink) => daemon(load, sink, dir),
+        Receiver::Daemon(sink) => daemon(load, sink, Framing::U32Le, dir),
+        Receiver::Native(sink) => daemon(load, sink, Framing::Native, dir),
     }
 }
 
@@ -106,20 +114,21 @@ fn baseline(load: &Load) -> Result<Timing, String> {
     })
 }
 
-fn daemon(load: &Load, sink: SinkKind, dir: &Path) -> Result<Timing, String> {
-    let daemon = Daemon::start(dir, sink)?;
+fn daemon(load: &Load, sink: SinkKind, framing: Framing, dir: &Path) -> Result<Timing, String> {
+    let daemon = Daemon::start_with(dir, sink, framing)?;
     let pid = daemon.pid();
     let fds_idle = system::open_fds(pid).unwrap_or(0);
-    let outcome = load::run(
-        daemon.addr,
-        load,
-        // Accepting (and logging) the connections happens before the clock starts.
-        || wait_for_fds(pid, fds_idle + load.connections),
-        || CpuSample {
-            event_loop: system::thread_cpu_ns(pid, pid),
-            daemon: system::process_cpu_ns(pid),
-        },
-    );
+    // Accepting (and logging) the connections happens before the clock starts; so does the
+    // native handshake.
+    let settle = || wait_for_fds(pid, fds_idle + load.connections);
+    let sample = || CpuSample {
+        event_loop: system::thread_cpu_ns(pid, pid),
+        daemon: system::process_cpu_ns(pid),
+    };
+    let outcome = match framing {
+        Framing::U32Le => load::run(daemon.addr, load, settle, sample),
+        Framing::Native => native::run(daemon.addr, load, settle, sample),
+    };
     let (a, b) = (&outcome.at_start, &outcome.at_end);
     let daemon_ns = b
         .daemon
@@ -163,6 +172,11 @@ fn daemon(load: &Load, sink: SinkKind, dir: &Path) -> Result<Timing, String> {
             "sink reported (frames, bytes, failed) = {got:?}, expected {want:?}"
         )),
     }
+    if framing == Framing::Native {
+        if let Err(e) = check_committed(&dir.join("state"), load) {
+            problems.push(e);
+        }
+    }
     if let SinkKind::File { .. } = sink {
         let (files, bytes, temps) = count_files(&dir.join("frames"))?;
         if (files, bytes, temps) != (load.frames(), load.bytes(), 0) {
@@ -182,6 +196,37 @@ fn daemon(load: &Load, sink: SinkKind, dir: &Path) -> Result<Timing, String> {
         cpu,
         cpu_seconds: daemon_ns as f64 / 1e9,
     })
+}
+
+/// Checks that `committed.toml` records every frame of every native device: `bench-N` with
+/// the one range `[1, frames per connection]`.
+fn check_committed(state_dir: &Path, load: &Load) -> Result<(), String> {
+    let path = state_dir.join("committed.toml");
+    let text = fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let value: toml::Value = text
+        .parse()
+        .map_err(|e| format!("parsing {}: {e}", path.display()))?;
+    let want = toml::Value::Array(vec![toml::Value::Array(vec![
+        toml::Value::Integer(1),
+        toml::Value::Integer(load.frames_per_connection as i64),
+    ])]);
+    let devices = value.get("devices").and_then(|d| d.as_table());
+    let count = devices.map_or(0, |d| d.len());
+    if count != load.connections {
+        return Err(format!(
+            "committed.toml lists {count} devices, expected {}",
+            load.connections
+        ));
+    }
+    for i in 0..load.connections {
+        let got = devices.and_then(|d| d.get(&format!("bench-{i}")));
+        if got != Some(&want) {
+            return Err(format!(
+                "committed.toml: device bench-{i} has {got:?}, expected {want}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Waits (bounded by [`SETTLE_TIMEOUT`]) until `pid` has at least `count` descriptors open.
