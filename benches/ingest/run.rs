@@ -198,31 +198,20 @@ fn daemon(load: &Load, sink: SinkKind, framing: Framing, dir: &Path) -> Result<T
     })
 }
 
-/// Checks that `committed.toml` records every frame of every native device: `bench-N` with
-/// the one range `[1, frames per connection]`.
+/// Checks that the daemon's durable record of native commits (`committed.toml` and
+/// `committed.log`, read back the way the daemon reads them at start) holds every frame of
+/// every native device: `bench-N` with `1..=frames per connection` and nothing above.
 fn check_committed(state_dir: &Path, load: &Load) -> Result<(), String> {
-    let path = state_dir.join("committed.toml");
-    let text = fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let value: toml::Value = text
-        .parse()
-        .map_err(|e| format!("parsing {}: {e}", path.display()))?;
-    let want = toml::Value::Array(vec![toml::Value::Array(vec![
-        toml::Value::Integer(1),
-        toml::Value::Integer(load.frames_per_connection as i64),
-    ])]);
-    let devices = value.get("devices").and_then(|d| d.as_table());
-    let count = devices.map_or(0, |d| d.len());
-    if count != load.connections {
-        return Err(format!(
-            "committed.toml lists {count} devices, expected {}",
-            load.connections
-        ));
-    }
+    let committed = framegate::identity::committed::Committed::load(state_dir)
+        .map_err(|e| format!("reading the commit record: {e}"))?;
+    let last = load.frames_per_connection as u64;
     for i in 0..load.connections {
-        let got = devices.and_then(|d| d.get(&format!("bench-{i}")));
-        if got != Some(&want) {
+        let device = format!("bench-{i}");
+        if committed.highest(&device) != last || !(1..=last).all(|s| committed.contains(&device, s))
+        {
             return Err(format!(
-                "committed.toml: device bench-{i} has {got:?}, expected {want}"
+                "the commit record lacks frames of {device} (highest {}, expected 1..={last})",
+                committed.highest(&device)
             ));
         }
     }

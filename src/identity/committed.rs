@@ -1,9 +1,16 @@
 //! Which device-chosen sequence numbers (native protocol) were committed, per device, so a
-//! resent frame is ACKed again without being stored twice, across restarts too:
-//! `committed.toml` under `state_dir`, rewritten atomically by a thread of its own before the
-//! ACKs it covers go out.
+//! resent frame is ACKed again without being stored twice, across restarts too.
+//!
+//! Two files under `state_dir`, kept by a thread of its own before the ACKs they cover go out:
+//! `committed.log`, to which each batch of commits is appended (`SEQ<TAB>DEVICE` lines) and
+//! fsynced, so a batch costs its own size whatever the number of devices; and
+//! `committed.toml`, the compact ranges, rewritten atomically only when the log has grown
+//! ([`COMPACT_AFTER`] lines), after which the log is emptied. Loading reads the ranges, then
+//! replays the log (a torn last line is ignored: it was never acknowledged).
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
@@ -12,8 +19,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{durable, StoreError};
 
-/// The file name under `state_dir`.
+/// The compact record under `state_dir`.
 pub const FILE_NAME: &str = "committed.toml";
+/// The append-only log under `state_dir`.
+pub const LOG_NAME: &str = "committed.log";
+/// Log lines after which the record is compacted into [`FILE_NAME`].
+pub const COMPACT_AFTER: usize = 100_000;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +106,72 @@ impl SeqRanges {
     }
 }
 
+/// The append-only half of the record, owned by the writer thread.
+struct Log {
+    dir: PathBuf,
+    file: Option<File>,
+    /// Lines in the log since the last compaction (or start).
+    lines: usize,
+}
+
+impl Log {
+    fn new(dir: PathBuf) -> Log {
+        Log {
+            dir,
+            file: None,
+            // Whatever the log held at start counts towards compaction as soon as it is
+            // appended to; a slightly late compaction is harmless.
+            lines: 0,
+        }
+    }
+
+    fn fail(&self, what: &str, e: std::io::Error) -> StoreError {
+        StoreError(format!("{what} {}: {e}", self.dir.join(LOG_NAME).display()))
+    }
+
+    /// Appends one line per commit and makes them durable.
+    fn append(&mut self, batch: &[Pending]) -> Result<(), StoreError> {
+        if self.file.is_none() {
+            let path = self.dir.join(LOG_NAME);
+            let created = !path.exists();
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| self.fail("cannot open", e))?;
+            if created {
+                // The new file's name must be durable before anything in it counts.
+                File::open(&self.dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| self.fail("cannot fsync the directory of", e))?;
+            }
+            self.file = Some(file);
+        }
+        let mut text = String::with_capacity(batch.len() * 24);
+        for (device, seq, _) in batch {
+            text.push_str(&format!("{seq}\t{device}\n"));
+        }
+        let file = self.file.as_mut().expect("opened above");
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_data())
+            .map_err(|e| StoreError(format!("cannot append to {LOG_NAME}: {e}")))?;
+        self.lines += batch.len();
+        Ok(())
+    }
+
+    /// Writes the compact record, then empties the log (a crash in between leaves both, and
+    /// replaying the log over the record changes nothing).
+    fn compact(&mut self, toml: &str) -> Result<(), StoreError> {
+        durable::replace_file(&self.dir, FILE_NAME, toml)?;
+        let file = self.file.as_mut().expect("appended before compacting");
+        file.set_len(0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| StoreError(format!("cannot empty {LOG_NAME}: {e}")))?;
+        self.lines = 0;
+        Ok(())
+    }
+}
+
 /// Committed sequence numbers of every native device.
 #[derive(Debug, Default, Clone)]
 pub struct Committed {
@@ -109,22 +186,36 @@ impl Committed {
     /// Loads `committed.toml` from `state_dir` (empty if it does not exist yet).
     pub fn load(state_dir: &Path) -> Result<Committed, StoreError> {
         durable::create_state_dir(state_dir)?;
-        let Some(text) = durable::read_file(state_dir, FILE_NAME)? else {
-            return Ok(Committed::default());
-        };
-        let on_disk: OnDisk = toml::from_str(&text).map_err(|e| {
+        let damaged = |name: &str, why: String| {
             StoreError(format!(
-                "{} is damaged ({e}); resent native frames could be stored twice, so framegate \
+                "{} is damaged ({why}); resent native frames could be stored twice, so framegate \
                  will not start. Restore it from a backup, or remove it if duplicates are acceptable",
-                state_dir.join(FILE_NAME).display()
+                state_dir.join(name).display()
             ))
-        })?;
+        };
         let mut committed = Committed::default();
-        for (device, ranges) in on_disk.devices {
-            let set = committed.devices.entry(device).or_default();
-            for (first, last) in ranges {
-                // Ranges are few; inserting their ends and filling is not needed: rebuild.
-                set.insert_range(first, last);
+        if let Some(text) = durable::read_file(state_dir, FILE_NAME)? {
+            let on_disk: OnDisk =
+                toml::from_str(&text).map_err(|e| damaged(FILE_NAME, e.to_string()))?;
+            for (device, ranges) in on_disk.devices {
+                let set = committed.devices.entry(device).or_default();
+                for (first, last) in ranges {
+                    set.insert_range(first, last);
+                }
+            }
+        }
+        if let Some(log) = durable::read_file(state_dir, LOG_NAME)? {
+            // Only whole lines count: a crash mid-append leaves a torn last line, whose commit
+            // was never acknowledged.
+            let whole = log.rfind('\n').map_or("", |end| &log[..end]);
+            for (n, line) in whole.lines().enumerate() {
+                let parsed = line
+                    .split_once('\t')
+                    .and_then(|(seq, device)| Some((seq.parse::<u64>().ok()?, device)));
+                let Some((seq, device)) = parsed else {
+                    return Err(damaged(LOG_NAME, format!("line {} is {line:?}", n + 1)));
+                };
+                committed.record(device, seq);
             }
         }
         Ok(committed)
@@ -155,6 +246,7 @@ impl Committed {
         let handle = thread::Builder::new()
             .name("fg-committed".into())
             .spawn(move || {
+                let mut log = Log::new(dir);
                 while let Ok(mut batch) = rx.recv() {
                     while let Ok(more) = rx.try_recv() {
                         batch.extend(more);
@@ -162,7 +254,13 @@ impl Committed {
                     for (device, seq, _) in &batch {
                         self.record(device, *seq);
                     }
-                    let result = durable::replace_file(&dir, FILE_NAME, &self.to_toml());
+                    let result = log.append(&batch).and_then(|()| {
+                        if log.lines >= COMPACT_AFTER {
+                            log.compact(&self.to_toml())
+                        } else {
+                            Ok(())
+                        }
+                    });
                     done(batch, result);
                 }
             })
@@ -227,8 +325,7 @@ mod tests {
     #[test]
     fn the_record_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let mut committed = Committed::load(dir.path()).unwrap();
-        committed.record("cam", 1);
+        let committed = Committed::load(dir.path()).unwrap();
         let (tx, done_rx) = mpsc::channel();
         let (writer, thread) = committed.spawn_writer(dir.path(), move |batch, result| {
             tx.send((batch, result)).unwrap();
@@ -249,8 +346,42 @@ mod tests {
         let again = Committed::load(dir.path()).unwrap();
         assert!(again.contains(&cam, 2) && again.contains(&cam, 3) && again.contains(&cam, 9));
         assert!(!again.contains(&cam, 4));
-        assert!(again.contains("cam", 1));
         assert_eq!(again.highest(&cam), 9);
+    }
+
+    #[test]
+    fn the_log_is_replayed_and_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        // A compact record, a log on top of it, and a torn last line (never acknowledged).
+        std::fs::write(dir.path().join(FILE_NAME), "[devices]\ncam = [[1, 3]]\n").unwrap();
+        std::fs::write(dir.path().join(LOG_NAME), "4\tcam\n7\tother cam\n9\tca").unwrap();
+        let c = Committed::load(dir.path()).unwrap();
+        assert!((1..=4).all(|s| c.contains("cam", s)) && !c.contains("cam", 9));
+        assert!(c.contains("other cam", 7));
+
+        // Appends go to the log; the record is rewritten only when it is compacted.
+        let (tx, rx) = mpsc::channel();
+        let (writer, thread) = c.spawn_writer(dir.path(), move |_, r| tx.send(r).unwrap());
+        let cam: Arc<str> = Arc::from("cam");
+        let big: Vec<Pending> = (5..5 + COMPACT_AFTER as u64)
+            .map(|s| (cam.clone(), s, 0))
+            .collect();
+        writer.send(vec![(cam.clone(), 5, 0)]).unwrap();
+        assert_eq!(rx.recv().unwrap(), Ok(()));
+        let log = std::fs::read_to_string(dir.path().join(LOG_NAME)).unwrap();
+        assert!(log.ends_with("5\tcam\n"), "{log:?}");
+        writer.send(big).unwrap();
+        assert_eq!(rx.recv().unwrap(), Ok(()));
+        assert_eq!(
+            std::fs::read(dir.path().join(LOG_NAME)).unwrap(),
+            b"",
+            "compacted"
+        );
+        drop(writer);
+        thread.join().unwrap();
+        let again = Committed::load(dir.path()).unwrap();
+        assert_eq!(again.highest("cam"), 4 + COMPACT_AFTER as u64);
+        assert!(again.contains("other cam", 7));
     }
 
     #[test]

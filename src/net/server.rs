@@ -350,6 +350,9 @@ impl Server {
                     continue; // dropping the stream closes it
                 }
             }
+            // Native ACKs and imagezmq replies are small writes a device waits for; Nagle
+            // would hold them back until the device's delayed ACK (~40 ms).
+            let _ = stream.set_nodelay(true);
             let token = Token(self.next_token);
             self.next_token += 1;
             if let Err(e) = self
