@@ -6,7 +6,7 @@
 //! through one channel and one `Waker`. A connection whose frame the sinks cannot take yet
 //! stops being read, so TCP flow control pushes back on that device and memory stays bounded.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,6 +96,10 @@ pub struct Server {
     recorder_thread: Option<JoinHandle<()>>,
     /// Native commits sent to the recorder and not yet reported back.
     recording: usize,
+    /// Native commits of this turn, sent to the recorder together.
+    to_record: Vec<Pending>,
+    /// Connections given replies this turn, written once at its end.
+    answered: HashSet<Token>,
     /// Set by the first message since the loop last drained; see [`Wake`].
     wake_pending: Arc<AtomicBool>,
     store_thread: Option<JoinHandle<SequenceStore>>,
@@ -239,6 +243,8 @@ impl Server {
             recorder: Some(recorder),
             recorder_thread: Some(recorder_thread),
             recording: 0,
+            to_record: Vec::new(),
+            answered: HashSet::new(),
             outstanding: HashMap::new(),
             sink_count: config.sinks.len(),
             messages,
@@ -472,8 +478,31 @@ impl Server {
                 }
             }
         }
+        self.send_records();
+        self.flush_answered();
         if progress {
             self.resume_stalled();
+        }
+    }
+
+    /// Hands the commits gathered this turn to the recorder, in one message.
+    fn send_records(&mut self) {
+        if self.to_record.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.to_record);
+        let count = batch.len();
+        if let Some(recorder) = &self.recorder {
+            if recorder.send(batch).is_ok() {
+                self.recording += count;
+            }
+        }
+    }
+
+    /// Writes the replies queued this turn, once per connection however many it got.
+    fn flush_answered(&mut self) {
+        for token in std::mem::take(&mut self.answered) {
+            self.flush_conn(token);
         }
     }
 
@@ -522,7 +551,7 @@ impl Server {
             let token = Token(conn);
             if let Some(session) = self.conns.get_mut(&token).and_then(Connection::zmtp) {
                 session.answer(failure.map_or(Ok(()), Err));
-                self.flush_conn(token);
+                self.answered.insert(token);
             }
             return;
         }
@@ -541,16 +570,11 @@ impl Server {
             None => {
                 // Known at once (a resend is recognised), ACKed once it is on disk.
                 self.intake.native.committed.record(&c.frame.device, seq);
-                let batch: Vec<Pending> = waiting
-                    .iter()
-                    .map(|&token| (c.frame.device.clone(), seq, token))
-                    .collect();
-                let count = batch.len();
-                if let Some(recorder) = &self.recorder {
-                    if recorder.send(batch).is_ok() {
-                        self.recording += count;
-                    }
-                }
+                self.to_record.extend(
+                    waiting
+                        .iter()
+                        .map(|&token| (c.frame.device.clone(), seq, token)),
+                );
             }
             Some(why) => {
                 for token in waiting {
@@ -590,7 +614,7 @@ impl Server {
     fn answer(&mut self, token: Token, seq: u64, result: Result<(), String>) {
         if let Some(session) = self.conns.get_mut(&token).and_then(Connection::session) {
             session.committed(seq, result);
-            self.flush_conn(token);
+            self.answered.insert(token);
         }
     }
 
@@ -855,6 +879,7 @@ impl Server {
             }
         }
         // The recorder writes what it was sent, then ends; its last reports ACK those frames.
+        self.send_records();
         self.recorder = None;
         if let Some(thread) = self.recorder_thread.take() {
             let _ = thread.join();
@@ -864,6 +889,7 @@ impl Server {
                 self.on_recorded(batch, result);
             }
         }
+        self.flush_answered();
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for token in tokens {
             self.say_goodbye(token);
