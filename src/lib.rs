@@ -8,6 +8,7 @@ pub mod framing;
 pub mod identity;
 pub mod logging;
 pub mod net;
+pub mod notify;
 pub mod protocol;
 pub mod send;
 pub mod sink;

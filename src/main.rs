@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use log::{error, info, LevelFilter};
 
 use framegate::config::{Config, SinkKind};
@@ -80,10 +80,36 @@ enum Command {
         #[arg(required_unless_present = "watch")]
         files: Vec<PathBuf>,
     },
+    /// Print a shell completion script (packaging installs them; or
+    /// `source <(framegate completions bash)`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these very definitions.
+    Man,
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "framegate",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
         Command::Send {

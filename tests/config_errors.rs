@@ -190,3 +190,18 @@ fn version() {
         format!("framegate {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definitions() {
+    let out = framegate(&["completions", "bash"]);
+    assert_ok("framegate completions bash", &out);
+    let script = String::from_utf8_lossy(&out.stdout);
+    for word in ["run", "check", "send", "--watch", "--framing"] {
+        assert!(script.contains(word), "bash completion lacks {word}");
+    }
+    let out = framegate(&["man"]);
+    assert_ok("framegate man", &out);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH framegate 1"), "{page}");
+    assert!(page.contains("send"), "{page}");
+}

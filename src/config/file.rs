@@ -19,6 +19,7 @@ use crate::sink::template::TimeZone;
 pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub max_connections: Option<Spanned<usize>>,
+    pub shutdown_timeout: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     pub log: LogSection,
     #[serde(default, rename = "listener")]

@@ -34,6 +34,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BACKLOG: u32 = 1024;
 /// Default `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default `shutdown_timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `heartbeat` of native sessions.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// Default `max_in_flight` of native sessions.
@@ -50,6 +52,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Cap on open device connections, all listeners together.
     pub max_connections: usize,
+    /// How long SIGTERM waits for received frames to finish in their sinks.
+    pub shutdown_timeout: Duration,
     /// Log verbosity.
     pub log_level: LevelFilter,
     /// The listeners, in file order.
@@ -174,6 +178,10 @@ impl Validator<'_> {
             }
             Some(n) => *n.get_ref(),
         };
+        let shutdown_timeout = match &raw.shutdown_timeout {
+            None => DEFAULT_SHUTDOWN_TIMEOUT,
+            Some(d) => d.get_ref().0,
+        };
         if raw.listeners.is_empty() {
             return Err(ConfigError::at_end(
                 self.label,
@@ -249,6 +257,7 @@ impl Validator<'_> {
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             max_connections,
+            shutdown_timeout,
             log_level,
             listeners,
             devices,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use super::connection::{Admit, Closed, Connection, Origin, Peer, Pumped};
@@ -30,6 +30,7 @@ use crate::config::{Config, ListenerConfig};
 use crate::framing::{DecodeError, Decoder, Framing};
 use crate::identity::committed::{Committed, Pending};
 use crate::identity::{canonical, DeviceNames, Reservations, SequenceStore, Sequences, StoreError};
+use crate::notify::Notifier;
 use crate::protocol::Reason;
 use crate::sink::pool::{Completion, SinkPool};
 
@@ -43,7 +44,8 @@ pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// How often idle connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
 /// How long a shutdown waits for received frames to reach their sinks.
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often `STATUS=` goes to systemd.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// What worker threads send back to the loop.
 enum Message {
@@ -96,6 +98,14 @@ pub struct Server {
     recorder_thread: Option<JoinHandle<()>>,
     /// Native commits sent to the recorder and not yet reported back.
     recording: usize,
+    /// How long SIGTERM waits for the sinks.
+    shutdown_timeout: Duration,
+    /// The config file (or the embedded default's name), checked on SIGHUP.
+    config_source: String,
+    /// systemd notifications.
+    notifier: Notifier,
+    next_watchdog: Instant,
+    next_status: Instant,
     /// Native commits of this turn, sent to the recorder together.
     to_record: Vec<Pending>,
     /// Connections given replies this turn, written once at its end.
@@ -203,7 +213,7 @@ impl Server {
                 socket,
             }));
         }
-        let mut signals = Signals::new([SIGTERM, SIGINT])
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
             .map_err(|e| fail("cannot install signal handlers", &e))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
@@ -214,6 +224,13 @@ impl Server {
             .iter()
             .map(|s| format!("{} ({})", s.name, s.kind.type_name()))
             .collect();
+        // Every listener is bound and the sinks are built: tell systemd (Type=notify).
+        let notifier = Notifier::from_env();
+        notifier.ready(&format!(
+            "serving {} listener(s), sinks {}",
+            listeners.len(),
+            sinks.join(", ")
+        ));
         info!(
             "framegate ready: {} listener(s), sinks {}, state in {}",
             listeners.len(),
@@ -256,6 +273,11 @@ impl Server {
             signals,
             shutdown_deadline: None,
             next_sweep: Instant::now() + SWEEP_EVERY,
+            shutdown_timeout: config.shutdown_timeout,
+            config_source: config.source.clone(),
+            notifier,
+            next_watchdog: Instant::now(),
+            next_status: Instant::now(),
         })
     }
 
@@ -716,6 +738,7 @@ impl Server {
     fn sweep(&mut self) {
         let now = Instant::now();
         self.next_sweep = now + SWEEP_EVERY;
+        self.tell_systemd(now);
         let mut idle = Vec::new();
         let mut ping = Vec::new();
         for (token, conn) in &mut self.conns {
@@ -787,21 +810,75 @@ impl Server {
         }
     }
 
+    /// Watchdog keep-alives and the status line `systemctl status` shows.
+    fn tell_systemd(&mut self, now: Instant) {
+        if let Some(every) = self.notifier.watchdog_every() {
+            if now >= self.next_watchdog {
+                self.notifier.watchdog();
+                self.next_watchdog = now + every;
+            }
+        }
+        if now >= self.next_status {
+            self.next_status = now + STATUS_EVERY;
+            let (mut frames, mut failed) = (0, 0);
+            for (_, counts) in self.intake.pool.counts() {
+                frames += counts.committed;
+                failed += counts.failed;
+            }
+            self.notifier.status(&format!(
+                "{} connection(s); {frames} frame commits, {failed} failed",
+                self.conns.len()
+            ));
+        }
+    }
+
+    /// SIGHUP. Live reload is not built yet (issue 5): the running configuration stays in
+    /// force. The file is checked, so an operator learns now whether a restart would work.
+    fn on_hangup(&mut self) {
+        let path = std::path::Path::new(&self.config_source);
+        if !path.is_file() {
+            warn!(
+                "SIGHUP: live reload is not implemented yet; nothing to check for {}",
+                self.config_source
+            );
+            return;
+        }
+        match Config::load(path) {
+            Ok(_) => warn!(
+                "SIGHUP: {} is valid, but live reload is not implemented yet: the running configuration stays in force until framegate is restarted",
+                self.config_source
+            ),
+            Err(e) => error!(
+                "SIGHUP: {e}; the running configuration stays in force (live reload is not implemented yet)"
+            ),
+        }
+    }
+
     fn on_signal(&mut self) {
         let received: Vec<i32> = self.signals.pending().collect();
         if received.is_empty() {
             return;
         }
+        if received.contains(&SIGHUP) {
+            self.on_hangup();
+        }
+        let Some(&stop) = received.iter().find(|&&s| s != SIGHUP) else {
+            return;
+        };
         if self.shutdown_deadline.is_some() {
             warn!("second signal: exiting at once");
             std::process::exit(1);
         }
+        self.notifier.stopping(&format!(
+            "shutting down: finishing {} frame(s) in the sinks",
+            self.intake.pool.in_flight() + self.stalled.len()
+        ));
         info!(
             "shutting down (signal {}): no new connections or frames; finishing {} frame(s) in the sinks",
-            received[0],
+            stop,
             self.intake.pool.in_flight() + self.stalled.len()
         );
-        self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_TIMEOUT);
+        self.shutdown_deadline = Some(Instant::now() + self.shutdown_timeout);
         for slot in self.listeners.iter_mut() {
             if let Some(mut slot) = slot.take() {
                 let _ = self.poll.registry().deregister(&mut slot.socket);
@@ -838,7 +915,7 @@ impl Server {
         if !drained && Instant::now() >= deadline {
             error!(
                 "shutdown timed out after {:?} with {} frame(s) unfinished",
-                SHUTDOWN_TIMEOUT,
+                self.shutdown_timeout,
                 self.intake.pool.in_flight() + self.stalled.len()
             );
             return true;
