@@ -171,14 +171,14 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     let config = match config {
         Ok(config) => config,
         Err(e) => {
-            logging::init(LevelFilter::Info);
+            logging::init_stderr(LevelFilter::Info);
             error!("invalid config: {e}");
             return ExitCode::FAILURE;
         }
     };
-    logging::init(log_level(&config));
+    let destination = logging::init(log_level(&config), &config.log_output);
     info!(
-        "framegate {} starting with {}",
+        "framegate {} starting with {}; logging to {destination}",
         env!("CARGO_PKG_VERSION"),
         config.source
     );

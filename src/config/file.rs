@@ -37,6 +37,11 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
     pub level: Option<Spanned<String>>,
+    #[serde(default)]
+    pub target: crate::logging::Target,
+    pub facility: Option<Spanned<String>>,
+    pub ident: Option<Spanned<String>>,
+    pub socket: Option<PathBuf>,
 }
 
 /// One `[[listener]]`.

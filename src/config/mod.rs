@@ -56,6 +56,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Log verbosity.
     pub log_level: LevelFilter,
+    /// Where log lines go (`[log] target`, `facility`, `ident`, `socket`).
+    pub log_output: crate::logging::Output,
     /// The listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
     /// Peer IP → device name, for framings that carry no device id.
@@ -171,6 +173,29 @@ impl Validator<'_> {
                 )
             })?,
         };
+        let defaults = crate::logging::Output::default();
+        let facility = match &raw.log.facility {
+            None => defaults.facility,
+            Some(f) => syslog::Facility::from_str(f.get_ref()).map_err(|()| {
+                self.err(
+                    f,
+                    "unknown syslog facility; use daemon, user, local0 … local7 (or kern, mail, …)",
+                )
+            })?,
+        };
+        let ident = match &raw.log.ident {
+            None => defaults.ident.clone(),
+            Some(i) if i.get_ref().trim().is_empty() => {
+                return Err(self.err(i, "ident must not be empty"))
+            }
+            Some(i) => i.get_ref().clone(),
+        };
+        let log_output = crate::logging::Output {
+            target: raw.log.target,
+            facility,
+            ident,
+            socket: raw.log.socket.clone().unwrap_or(defaults.socket),
+        };
         let max_connections = match &raw.max_connections {
             None => DEFAULT_MAX_CONNECTIONS,
             Some(n) if *n.get_ref() == 0 => {
@@ -259,6 +284,7 @@ impl Validator<'_> {
             max_connections,
             shutdown_timeout,
             log_level,
+            log_output,
             listeners,
             devices,
             secrets,

@@ -188,3 +188,34 @@ type = "discard"
     .to_string();
     assert!(err.contains("needs secret or secret_file"), "{err}");
 }
+
+#[test]
+fn log_output_keys() {
+    let sink = "\n[[sink]]\nname = \"x\"\ntype = \"discard\"\n";
+    let listener = "[[listener]]\nname = \"n\"\nbind = \"127.0.0.1:0\"\n";
+    let config = parse(&format!(
+        "[log]\ntarget = \"syslog\"\nfacility = \"local0\"\nident = \"gw\"\nsocket = \"/run/log\"\n{listener}{sink}"
+    ))
+    .unwrap();
+    assert_eq!(config.log_output.target, crate::logging::Target::Syslog);
+    assert_eq!(config.log_output.ident, "gw");
+    assert_eq!(config.log_output.socket, PathBuf::from("/run/log"));
+    assert_eq!(
+        parse(&format!("{listener}{sink}"))
+            .unwrap()
+            .log_output
+            .target,
+        crate::logging::Target::Stderr
+    );
+    let err = parse(&format!("[log]\nfacility = \"nope\"\n{listener}{sink}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("test.toml:2:") && err.contains("unknown syslog facility"),
+        "{err}"
+    );
+    let err = parse(&format!("[log]\ntarget = \"journal\"\n{listener}{sink}"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("test.toml:2:"), "{err}");
+}
