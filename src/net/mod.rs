@@ -1,5 +1,6 @@
 //! The mio shell around the sans-IO decoders: listeners, connections, the event loop.
 
+pub mod activation;
 pub mod codec;
 pub mod connection;
 pub mod imagezmq;

@@ -25,7 +25,7 @@ use super::connection::{Admit, Closed, Connection, Origin, Peer, Pumped};
 use super::imagezmq::{Converted, Converter};
 use super::intake::{Intake, NativeDevices};
 use super::native::Limits;
-use super::{limits, listener};
+use super::{activation, limits, listener};
 use crate::config::{Config, ListenerConfig};
 use crate::framing::{DecodeError, Decoder, Framing};
 use crate::identity::committed::{Committed, Pending};
@@ -127,6 +127,9 @@ impl Server {
     /// Opens the state, starts the sinks, binds every listener. Logs `listening on ADDR` for
     /// each, then `framegate ready`.
     pub fn start(config: &Config) -> Result<Server, StartError> {
+        // First, before this function starts any thread: it clears LISTEN_* from the
+        // environment.
+        let mut inherited = activation::take_inherited();
         let fail = |what: &str, e: &dyn std::fmt::Display| StartError(format!("{what}: {e}"));
         match limits::raise_nofile() {
             Ok(limit) if limit < config.max_connections as u64 + limits::RESERVED_FDS => warn!(
@@ -188,12 +191,27 @@ impl Server {
 
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for (i, lc) in config.listeners.iter().enumerate() {
-            let mut socket = listener::bind(lc.bind, lc.backlog).map_err(|e| {
-                StartError(format!(
-                    "listener {:?} cannot listen on {}: {e}; is another program using the port?",
-                    lc.name, lc.bind
-                ))
-            })?;
+            let mut socket = match activation::claim(&mut inherited, &lc.name, lc.bind) {
+                Some(passed) => {
+                    info!(
+                        "listener {:?} uses the socket systemd passed ({}, bound to {})",
+                        lc.name,
+                        if passed.name.is_empty() { "unnamed" } else { &passed.name },
+                        passed.addr
+                    );
+                    passed
+                        .socket
+                        .set_nonblocking(true)
+                        .map_err(|e| fail("cannot use the passed socket", &e))?;
+                    mio::net::TcpListener::from_std(passed.socket)
+                }
+                None => listener::bind(lc.bind, lc.backlog).map_err(|e| {
+                    StartError(format!(
+                        "listener {:?} cannot listen on {}: {e}; is another program using the port?",
+                        lc.name, lc.bind
+                    ))
+                })?,
+            };
             let local = socket
                 .local_addr()
                 .map_err(|e| fail("cannot read the bound address", &e))?;
@@ -212,6 +230,12 @@ impl Server {
                 config: lc.clone(),
                 socket,
             }));
+        }
+        for unused in inherited {
+            warn!(
+                "socket activation: the socket {:?} bound to {} matches no [[listener]] (by name or bind address); it is closed",
+                unused.name, unused.addr
+            );
         }
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
             .map_err(|e| fail("cannot install signal handlers", &e))?;
