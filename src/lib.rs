@@ -12,4 +12,5 @@ pub mod notify;
 pub mod protocol;
 pub mod send;
 pub mod sink;
+pub mod status;
 pub mod zmtp;

@@ -80,6 +80,18 @@ enum Command {
         #[arg(required_unless_present = "watch")]
         files: Vec<PathBuf>,
     },
+    /// Show the running daemon's counters: per device and per sink.
+    Status {
+        /// Ask the daemon this config file describes (its control_socket).
+        #[arg(long, short, conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        /// The control socket (default: the packaged one, /run/framegate/control.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the JSON document instead of a table, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (packaging installs them; or
     /// `source <(framegate completions bash)`).
     Completions {
@@ -101,6 +113,11 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Status {
+            config,
+            socket,
+            json,
+        } => status(config, socket, json),
         Command::Man => {
             match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -243,6 +260,44 @@ fn check(path: PathBuf) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+fn status(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> ExitCode {
+    let socket = match (socket, config) {
+        (Some(socket), _) => socket,
+        (None, Some(path)) => match Config::load(&path) {
+            Ok(config) => config.control_socket,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => PathBuf::from(framegate::config::PACKAGED_CONTROL_SOCKET),
+    };
+    let mut body = Vec::new();
+    let read = std::os::unix::net::UnixStream::connect(&socket)
+        .and_then(|mut s| std::io::Read::read_to_end(&mut s, &mut body));
+    if let Err(e) = read {
+        eprintln!(
+            "error: cannot reach framegate at {}: {e}; is it running, and is this its control_socket?",
+            socket.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    if json {
+        println!("{}", String::from_utf8_lossy(&body));
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_slice::<framegate::status::Status>(&body) {
+        Ok(status) => {
+            print!("{}", status.table(std::time::SystemTime::now()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: unexpected answer from {}: {e}", socket.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// This machine's name, the default device id.

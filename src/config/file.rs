@@ -20,6 +20,7 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub max_connections: Option<Spanned<usize>>,
     pub shutdown_timeout: Option<Spanned<HumanDuration>>,
+    pub control_socket: Option<PathBuf>,
     #[serde(default)]
     pub log: LogSection,
     #[serde(default, rename = "listener")]

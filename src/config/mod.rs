@@ -34,6 +34,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BACKLOG: u32 = 1024;
 /// Default `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Where `framegate status` looks without `--socket` or `--config`: the packaged config's
+/// `control_socket`, in systemd's `RuntimeDirectory=framegate`.
+pub const PACKAGED_CONTROL_SOCKET: &str = "/run/framegate/control.sock";
 /// Default `shutdown_timeout`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `heartbeat` of native sessions.
@@ -54,6 +57,8 @@ pub struct Config {
     pub max_connections: usize,
     /// How long SIGTERM waits for received frames to finish in their sinks.
     pub shutdown_timeout: Duration,
+    /// Where `framegate status` asks the running daemon.
+    pub control_socket: PathBuf,
     /// Log verbosity.
     pub log_level: LevelFilter,
     /// Where log lines go (`[log] target`, `facility`, `ident`, `socket`).
@@ -280,9 +285,18 @@ impl Validator<'_> {
             source: self.label.to_string(),
             state_dir: raw
                 .state_dir
+                .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             max_connections,
             shutdown_timeout,
+            // Without the key: beside the state, so daemons with their own state_dir (tests,
+            // hand-started ones) never share a socket.
+            control_socket: raw.control_socket.clone().unwrap_or_else(|| {
+                raw.state_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+                    .join("control.sock")
+            }),
             log_level,
             log_output,
             listeners,

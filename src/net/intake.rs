@@ -13,6 +13,7 @@ use crate::framing::signature;
 use crate::identity::committed::Committed;
 use crate::identity::{Reservations, Sequences};
 use crate::sink::pool::SinkPool;
+use crate::status::DeviceCounters;
 
 /// Everything admission needs, owned by the event loop.
 pub struct Intake {
@@ -27,6 +28,8 @@ pub struct Intake {
     /// imagezmq frames in the sinks (by the frame's address) → the connection waiting for
     /// the reply.
     pub replies: HashMap<usize, usize>,
+    /// Per-device counters for `framegate status`.
+    pub devices: DeviceCounters,
 }
 
 /// What the loop knows about native-protocol devices.
@@ -84,6 +87,7 @@ impl Admit for Intake {
                 return Ok(());
             }
             self.native.in_flight.insert(key, vec![peer.conn]);
+            self.devices.frame(&device, frame.payload.len(), frame.at);
             // The device numbers its own frames; the ACK goes back to its connection.
             let format = signature::image_format(&frame.payload);
             self.pool.submit(Arc::new(Frame {
@@ -108,6 +112,7 @@ impl Admit for Intake {
             return Err(frame);
         };
         let format = signature::image_format(&frame.payload);
+        self.devices.frame(&device, frame.payload.len(), frame.at);
         let answer = matches!(frame.origin, Origin::Imagezmq(_));
         let frame = Arc::new(Frame {
             listener: peer.listener_name.clone(),

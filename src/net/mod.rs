@@ -3,6 +3,7 @@
 pub mod activation;
 pub mod codec;
 pub mod connection;
+pub mod control;
 pub mod imagezmq;
 pub mod intake;
 pub mod limits;

@@ -9,23 +9,24 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, error, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use super::connection::{Admit, Closed, Connection, Origin, Peer, Pumped};
 use super::imagezmq::{Converted, Converter};
 use super::intake::{Intake, NativeDevices};
 use super::native::Limits;
-use super::{activation, limits, listener};
+use super::{activation, control, limits, listener};
 use crate::config::{Config, ListenerConfig};
 use crate::framing::{DecodeError, Decoder, Framing};
 use crate::identity::committed::{Committed, Pending};
@@ -33,11 +34,14 @@ use crate::identity::{canonical, DeviceNames, Reservations, SequenceStore, Seque
 use crate::notify::Notifier;
 use crate::protocol::Reason;
 use crate::sink::pool::{Completion, SinkPool};
+use crate::status::{DeviceCounters, SinkStatus, Status};
 
 const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const FIRST_LISTENER: usize = 2;
 const FIRST_CONNECTION: usize = 1 << 20;
+/// The control socket (`framegate status`).
+const CONTROL: Token = Token(FIRST_CONNECTION - 1);
 
 /// Size of the one read buffer all connections share (the loop reads one socket at a time).
 pub const SCRATCH_BYTES: usize = 64 * 1024;
@@ -100,6 +104,10 @@ pub struct Server {
     recording: usize,
     /// How long SIGTERM waits for the sinks.
     shutdown_timeout: Duration,
+    /// Where `framegate status` asks.
+    control: Option<mio::net::UnixListener>,
+    control_path: PathBuf,
+    started: Instant,
     /// The config file (or the embedded default's name), checked on SIGHUP.
     config_source: String,
     /// systemd notifications.
@@ -231,13 +239,14 @@ impl Server {
                 socket,
             }));
         }
+        let control = control::open(&config.control_socket, &poll, CONTROL);
         for unused in inherited {
             warn!(
                 "socket activation: the socket {:?} bound to {} matches no [[listener]] (by name or bind address); it is closed",
                 unused.name, unused.addr
             );
         }
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
             .map_err(|e| fail("cannot install signal handlers", &e))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
@@ -279,7 +288,11 @@ impl Server {
                     in_flight: HashMap::new(),
                 },
                 replies: HashMap::new(),
+                devices: DeviceCounters::default(),
             },
+            control,
+            control_path: config.control_socket.clone(),
+            started: Instant::now(),
             converter,
             recorder: Some(recorder),
             recorder_thread: Some(recorder_thread),
@@ -337,6 +350,7 @@ impl Server {
                 match event.token() {
                     WAKER => {} // drained below, whatever woke us
                     SIGNALS => self.on_signal(),
+                    CONTROL => self.answer_status_requests(),
                     Token(t) if t < FIRST_CONNECTION => self.accept(t - FIRST_LISTENER),
                     token => {
                         if event.is_writable() {
@@ -623,6 +637,7 @@ impl Server {
                 );
             }
             Some(why) => {
+                self.intake.devices.error(&c.frame.device);
                 for token in waiting {
                     self.answer(Token(token), seq, Err(why.clone()));
                 }
@@ -714,6 +729,13 @@ impl Server {
         let listener = self.listener_name(conn.peer.listener);
         let (addr, device) = (conn.peer.addr, conn.peer.device.clone());
         let counts = format!("{} frames, {} bytes", conn.frames, conn.bytes);
+        if !matches!(why, Closed::PeerClosed | Closed::EndOfStream) {
+            let named = conn
+                .session()
+                .and_then(|s| s.device().cloned())
+                .unwrap_or_else(|| device.clone());
+            self.intake.devices.error(&named);
+        }
         match why {
             Closed::PeerClosed | Closed::EndOfStream => info!(
                 "connection from {addr} (device {device}) on {listener:?} closed{}: {counts}",
@@ -834,6 +856,58 @@ impl Server {
         }
     }
 
+    /// The counters `framegate status` shows.
+    fn status(&mut self) -> Status {
+        let mut connections: HashMap<Arc<str>, usize> = HashMap::new();
+        for conn in self.conns.values_mut() {
+            let device = conn
+                .session()
+                .and_then(|s| s.device().cloned())
+                .unwrap_or_else(|| conn.peer.device.clone());
+            *connections.entry(device).or_default() += 1;
+        }
+        let queued: Vec<usize> = self.intake.pool.queued();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            connections: self.conns.len(),
+            devices: self.intake.devices.rows(&connections),
+            sinks: self
+                .intake
+                .pool
+                .counts()
+                .into_iter()
+                .zip(queued)
+                .map(|((name, c), queued)| SinkStatus {
+                    name: name.to_string(),
+                    committed: c.committed,
+                    bytes: c.bytes,
+                    failed: c.failed,
+                    queued,
+                })
+                .collect(),
+        }
+    }
+
+    /// Answers every waiting `framegate status`: one JSON document each, written on a thread
+    /// of its own (the reader may be slow; the loop never waits for it).
+    fn answer_status_requests(&mut self) {
+        loop {
+            let Some(control) = &self.control else { return };
+            let stream = match control.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("control socket: accept failed: {e}");
+                    return;
+                }
+            };
+            let json = serde_json::to_vec(&self.status()).expect("status serialises");
+            control::reply(stream, json);
+        }
+    }
+
     /// Watchdog keep-alives and the status line `systemctl status` shows.
     fn tell_systemd(&mut self, now: Instant) {
         if let Some(every) = self.notifier.watchdog_every() {
@@ -886,7 +960,13 @@ impl Server {
         if received.contains(&SIGHUP) {
             self.on_hangup();
         }
-        let Some(&stop) = received.iter().find(|&&s| s != SIGHUP) else {
+        if received.contains(&SIGUSR1) {
+            info!(
+                "status (SIGUSR1):\n{}",
+                self.status().table(SystemTime::now())
+            );
+        }
+        let Some(&stop) = received.iter().find(|&&s| s != SIGHUP && s != SIGUSR1) else {
             return;
         };
         if self.shutdown_deadline.is_some() {
@@ -968,6 +1048,9 @@ impl Server {
 
     /// Stops the workers, records exact sequence marks, logs totals.
     fn finish(mut self) {
+        if self.control.take().is_some() {
+            let _ = std::fs::remove_file(&self.control_path);
+        }
         self.intake.pool.stop();
         while let Ok(message) = self.messages.try_recv() {
             match message {

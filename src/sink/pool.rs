@@ -131,6 +131,11 @@ impl SinkPool {
         &slot.name
     }
 
+    /// Frames queued or being committed, per sink in config order.
+    pub fn queued(&self) -> Vec<usize> {
+        self.slots.iter().map(|s| s.in_flight).collect()
+    }
+
     /// Frames queued or being committed, over all sinks.
     pub fn in_flight(&self) -> usize {
         self.slots.iter().map(|s| s.in_flight).sum()

@@ -1,0 +1,215 @@
+//! What `framegate status` shows: per-device and per-sink counters, read from the running
+//! daemon over its control socket (one JSON document per connection), or written to the log
+//! on SIGUSR1.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// The daemon's state, as `framegate status --json` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// framegate's version.
+    pub version: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Open device connections.
+    pub connections: usize,
+    /// Every device seen since the start, by name.
+    pub devices: Vec<DeviceStatus>,
+    /// Every sink, in config order.
+    pub sinks: Vec<SinkStatus>,
+}
+
+/// One device's counters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceStatus {
+    /// Device id (legacy: its `[devices]` name or IP).
+    pub device: String,
+    /// Frames accepted from it.
+    pub frames: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Refused or broken connections, and frames a sink failed to store.
+    pub errors: u64,
+    /// When its last frame arrived (seconds since the Unix epoch); 0: none yet.
+    pub last_seen: u64,
+    /// Its connections open now.
+    pub connections: usize,
+}
+
+/// One sink's counters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SinkStatus {
+    /// The sink's name.
+    pub name: String,
+    /// Frames committed.
+    pub committed: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Frames it failed to commit.
+    pub failed: u64,
+    /// Frames queued for it or being committed now.
+    pub queued: usize,
+}
+
+/// Per-device counters kept by the event loop.
+#[derive(Debug, Default)]
+pub struct DeviceCounters {
+    devices: HashMap<Arc<str>, (u64, u64, u64, SystemTime)>,
+}
+
+impl DeviceCounters {
+    /// A frame from `device` was accepted.
+    pub fn frame(&mut self, device: &Arc<str>, bytes: usize, at: SystemTime) {
+        let entry = self.entry(device);
+        entry.0 += 1;
+        entry.1 += bytes as u64;
+        entry.3 = at;
+    }
+
+    /// Something went wrong with `device` (a refused connection, a failed store).
+    pub fn error(&mut self, device: &Arc<str>) {
+        self.entry(device).2 += 1;
+    }
+
+    fn entry(&mut self, device: &Arc<str>) -> &mut (u64, u64, u64, SystemTime) {
+        self.devices
+            .entry(device.clone())
+            .or_insert((0, 0, 0, SystemTime::UNIX_EPOCH))
+    }
+
+    /// The devices' rows, sorted by name, with `connections(device)` open now.
+    pub fn rows(&self, connections: &HashMap<Arc<str>, usize>) -> Vec<DeviceStatus> {
+        let mut names: Vec<&Arc<str>> = self.devices.keys().chain(connections.keys()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let (frames, bytes, errors, last) =
+                    self.devices
+                        .get(name)
+                        .copied()
+                        .unwrap_or((0, 0, 0, SystemTime::UNIX_EPOCH));
+                DeviceStatus {
+                    device: name.to_string(),
+                    frames,
+                    bytes,
+                    errors,
+                    last_seen: last
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    connections: connections.get(name).copied().unwrap_or(0),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Status {
+    /// The table `framegate status` prints (and SIGUSR1 logs).
+    pub fn table(&self, now: SystemTime) -> String {
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut out = format!(
+            "framegate {}, up {}, {} connection(s)\n\n",
+            self.version,
+            humantime::format_duration(std::time::Duration::from_secs(self.uptime_secs)),
+            self.connections
+        );
+        let _ = writeln!(
+            out,
+            "{:<24} {:>10} {:>14} {:>7} {:>6} {:>12}",
+            "DEVICE", "FRAMES", "BYTES", "ERRORS", "CONNS", "LAST SEEN"
+        );
+        for d in &self.devices {
+            let seen = if d.last_seen == 0 {
+                "never".to_string()
+            } else {
+                format!("{}s ago", now.saturating_sub(d.last_seen))
+            };
+            let _ = writeln!(
+                out,
+                "{:<24} {:>10} {:>14} {:>7} {:>6} {:>12}",
+                d.device, d.frames, d.bytes, d.errors, d.connections, seen
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n{:<24} {:>10} {:>14} {:>7} {:>6}",
+            "SINK", "COMMITTED", "BYTES", "FAILED", "QUEUED"
+        );
+        for s in &self.sinks {
+            let _ = writeln!(
+                out,
+                "{:<24} {:>10} {:>14} {:>7} {:>6}",
+                s.name, s.committed, s.bytes, s.failed, s.queued
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn counters_become_rows_and_a_table() {
+        let mut counters = DeviceCounters::default();
+        let cam: Arc<str> = Arc::from("cam");
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        counters.frame(&cam, 10, at);
+        counters.frame(&cam, 5, at);
+        counters.error(&cam);
+        let idle: Arc<str> = Arc::from("idle");
+        let rows = counters.rows(&HashMap::from([(idle.clone(), 1)]));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (
+                rows[0].frames,
+                rows[0].bytes,
+                rows[0].errors,
+                rows[0].last_seen
+            ),
+            (2, 15, 1, 1000)
+        );
+        assert_eq!((rows[1].device.as_str(), rows[1].connections), ("idle", 1));
+        let status = Status {
+            version: "0.1.0".into(),
+            uptime_secs: 65,
+            connections: 1,
+            devices: rows,
+            sinks: vec![SinkStatus {
+                name: "archive".into(),
+                committed: 2,
+                bytes: 15,
+                failed: 0,
+                queued: 0,
+            }],
+        };
+        let table = status.table(at + Duration::from_secs(7));
+        assert!(table.contains("up 1m 5s"), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("cam") && l.contains("7s ago")),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("idle") && l.contains("never")),
+            "{table}"
+        );
+        let json = serde_json::to_string(&status).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), status);
+    }
+}
