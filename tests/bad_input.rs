@@ -248,3 +248,29 @@ fn oversize_ascii_log_names_the_announced_size() {
         "the log should name the announced size 99999999999: {line}"
     );
 }
+
+/// A device that keeps failing is logged `[log] device_lines_per_minute` times a minute, then
+/// held back; every connection is still refused, and other devices are logged as usual.
+#[test]
+fn a_device_failing_over_and_over_does_not_drown_the_log() {
+    let mut d = Daemon::start(
+        &[
+            "[log]\ndevice_lines_per_minute = 3\n".to_string(),
+            listener("auto", "auto", ""),
+            FILE_SINK.to_string(),
+        ]
+        .concat(),
+    );
+    let to = d.addr("auto");
+    for _ in 0..8 {
+        let mut s = connect_from(IpAddr::V4([127, 0, 0, 9].into()), to);
+        let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n");
+        wait_closed_by_server(&mut s, CLOSE_WITHIN).unwrap();
+    }
+    let mut other = connect_from(IpAddr::V4([127, 0, 0, 10].into()), to);
+    let _ = other.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    wait_closed_by_server(&mut other, CLOSE_WITHIN).unwrap();
+    d.wait_for_log(&["(device 127.0.0.10)", "rejected"], WAIT);
+    assert_eq!(d.log_lines(&["(device 127.0.0.9)", "rejected"]).len(), 3);
+    assert!(d.terminate().success());
+}

@@ -43,6 +43,7 @@ pub struct LogSection {
     pub facility: Option<Spanned<String>>,
     pub ident: Option<Spanned<String>>,
     pub socket: Option<PathBuf>,
+    pub device_lines_per_minute: Option<u32>,
 }
 
 /// One `[[listener]]`.

@@ -63,6 +63,8 @@ pub struct Config {
     pub log_level: LevelFilter,
     /// Where log lines go (`[log] target`, `facility`, `ident`, `socket`).
     pub log_output: crate::logging::Output,
+    /// Warnings and errors about one device logged per minute at most (0: no limit).
+    pub device_lines_per_minute: u32,
     /// The listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
     /// Peer IP → device name, for framings that carry no device id.
@@ -299,6 +301,10 @@ impl Validator<'_> {
             }),
             log_level,
             log_output,
+            device_lines_per_minute: raw
+                .log
+                .device_lines_per_minute
+                .unwrap_or(crate::net::ratelimit::DEFAULT_LINES_PER_WINDOW),
             listeners,
             devices,
             secrets,

@@ -9,6 +9,7 @@ pub mod intake;
 pub mod limits;
 pub mod listener;
 pub mod native;
+pub mod ratelimit;
 pub mod server;
 
 pub use self::server::{Server, StartError};

@@ -26,6 +26,7 @@ use super::connection::{Admit, Closed, Connection, Origin, Peer, Pumped};
 use super::imagezmq::{Converted, Converter};
 use super::intake::{Intake, NativeDevices};
 use super::native::Limits;
+use super::ratelimit::{LineLimiter, Verdict};
 use super::{activation, control, limits, listener};
 use crate::config::{Config, ListenerConfig};
 use crate::framing::{DecodeError, Decoder, Framing};
@@ -107,6 +108,8 @@ pub struct Server {
     /// Where `framegate status` asks.
     control: Option<mio::net::UnixListener>,
     control_path: PathBuf,
+    /// Keeps one failing device from drowning the log.
+    log_limiter: LineLimiter,
     started: Instant,
     /// The config file (or the embedded default's name), checked on SIGHUP.
     config_source: String,
@@ -292,6 +295,7 @@ impl Server {
             },
             control,
             control_path: config.control_socket.clone(),
+            log_limiter: LineLimiter::new(config.device_lines_per_minute),
             started: Instant::now(),
             converter,
             recorder: Some(recorder),
@@ -499,7 +503,7 @@ impl Server {
             match message {
                 Message::Sink(c) => {
                     self.frame_progress(&c);
-                    let sink = self.intake.pool.complete(&c);
+                    let sink = self.intake.pool.complete(&c).to_string();
                     let f = &c.frame;
                     match &c.result {
                         Ok(done) => debug!(
@@ -514,13 +518,16 @@ impl Server {
                                 .map(|p| format!(" as {}", p.display()))
                                 .unwrap_or_default()
                         ),
-                        Err(e) => error!(
-                            "sink {sink}: frame {}#{} from {} ({} bytes) not stored: {e}",
-                            f.device,
-                            f.seq,
-                            f.peer,
-                            f.size()
-                        ),
+                        Err(e) => {
+                            let line = format!(
+                                "sink {sink}: frame {}#{} from {} ({} bytes) not stored: {e}",
+                                f.device,
+                                f.seq,
+                                f.peer,
+                                f.size()
+                            );
+                            self.device_line(log::Level::Error, &f.device.clone(), line);
+                        }
                     }
                 }
                 Message::Recorded(batch, result) => self.on_recorded(batch, result),
@@ -748,18 +755,18 @@ impl Server {
             Closed::Decode(DecodeError::Truncated {
                 announced,
                 received,
-            }) => warn!(
+            }) => self.device_warning(&device, format!(
                 "connection from {addr} (device {device}) on {listener:?} closed mid-frame ({received} of {announced} payload bytes); partial frame dropped, {counts}"
-            ),
-            Closed::Decode(e) => warn!(
+            )),
+            Closed::Decode(e) => self.device_warning(&device, format!(
                 "connection from {addr} (device {device}) on {listener:?} rejected: {e}; closed after {counts}"
-            ),
-            Closed::Protocol(why) => warn!(
+            )),
+            Closed::Protocol(why) => self.device_warning(&device, format!(
                 "connection from {addr} (device {device}) on {listener:?} ended by the native session: {why}; closed after {counts}"
-            ),
-            Closed::Io(e) => warn!(
+            )),
+            Closed::Io(e) => self.device_warning(&device, format!(
                 "connection from {addr} (device {device}) on {listener:?} failed: {e}; closed after {counts}"
-            ),
+            )),
         }
         if self.accept_paused && self.conns.len() < self.max_connections {
             self.resume_accepting();
@@ -784,6 +791,7 @@ impl Server {
     fn sweep(&mut self) {
         let now = Instant::now();
         self.next_sweep = now + SWEEP_EVERY;
+        self.log_limiter.forget_quiet(now);
         self.tell_systemd(now);
         let mut idle = Vec::new();
         let mut ping = Vec::new();
@@ -843,13 +851,14 @@ impl Server {
                     ),
                 };
             }
-            let (addr, device) = (&conn.peer.addr, &conn.peer.device);
-            warn!(
+            let (addr, device) = (&conn.peer.addr, conn.peer.device.clone());
+            let line = format!(
                 "connection from {addr} (device {device}) on {listener:?} idle for {}{inside}; closed after {} frames, {} bytes",
                 humantime::format_duration(timeout),
                 conn.frames,
                 conn.bytes
             );
+            self.device_warning(&device, line);
         }
         if self.accept_paused && self.conns.len() < self.max_connections {
             self.resume_accepting();
@@ -905,6 +914,24 @@ impl Server {
             };
             let json = serde_json::to_vec(&self.status()).expect("status serialises");
             control::reply(stream, json);
+        }
+    }
+
+    /// Logs a warning about `device`, at most `[log] device_lines_per_minute` a minute per
+    /// device; the count of lines held back comes with its next line.
+    fn device_warning(&mut self, device: &Arc<str>, line: String) {
+        self.device_line(log::Level::Warn, device, line);
+    }
+
+    /// [`Server::device_warning`] at any level.
+    fn device_line(&mut self, level: log::Level, device: &Arc<str>, line: String) {
+        match self.log_limiter.check(device, Instant::now()) {
+            Verdict::Log { suppressed: 0 } => log::log!(level, "{line}"),
+            Verdict::Log { suppressed } => log::log!(
+                level,
+                "{line} ({suppressed} more such line(s) for device {device} were not logged in the last minute)"
+            ),
+            Verdict::Suppress => {}
         }
     }
 
