@@ -79,15 +79,10 @@ expected=(
     ./usr/share/doc/framegate/changelog.Debian.gz
     ./usr/share/doc/framegate/examples/framegate.socket
     ./usr/share/lintian/overrides/framegate
+    ./usr/share/bash-completion/completions/framegate
+    ./usr/share/zsh/vendor-completions/_framegate
+    ./usr/share/fish/vendor_completions.d/framegate.fish
 )
-# Completions exist only when the binary has `framegate completions SHELL`.
-if target/release/framegate completions bash >/dev/null 2>&1; then
-    expected+=(
-        ./usr/share/bash-completion/completions/framegate
-        ./usr/share/zsh/vendor-completions/_framegate
-        ./usr/share/fish/vendor_completions.d/framegate.fish
-    )
-fi
 for path in "${expected[@]}"; do
     grep -q " $path\$" "$work/contents" || fail "the package lacks $path"
 done
@@ -140,6 +135,10 @@ systemd-analyze security --offline=yes --threshold=15 /usr/lib/systemd/system/fr
 step "unit verified; $(grep -o 'Overall exposure level.*' "$work/security")"
 
 # ---- the installed daemon, as its unit runs it (user, umask, no privileges) ---------------
+# Where systemd runs, the package started the service: stop it to free the port.
+if [ -d /run/systemd/system ]; then
+    systemctl stop framegate.service
+fi
 printf '\xff\xd8\xff\xe0test-deb frame\xff\xd9' >"$work/frame.jpg"
 setpriv --reuid=framegate --regid=framegate --init-groups --no-new-privs --inh-caps=-all \
     --bounding-set=-all sh -c 'umask 0027; exec /usr/bin/framegate run --config "$1"' \
