@@ -82,6 +82,20 @@ impl Notifier {
         self.send(&format!("STATUS={status}"));
     }
 
+    /// `RELOADING=1` with the monotonic time systemd wants alongside it.
+    pub fn reloading(&self) {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the struct we pass.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
+        self.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading"
+        ));
+    }
+
     /// `WATCHDOG=1`.
     pub fn watchdog(&self) {
         self.send("WATCHDOG=1");

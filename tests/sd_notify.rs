@@ -1,6 +1,6 @@
 //! sd_notify through a socket the test creates (no systemd here): READY=1 once listening,
-//! WATCHDOG=1 keep-alives with WATCHDOG_USEC, STATUS= lines, STOPPING=1 on SIGTERM; SIGHUP
-//! does not stop the daemon.
+//! WATCHDOG=1 keep-alives with WATCHDOG_USEC, STATUS= lines, RELOADING=1 … READY=1 around a
+//! SIGHUP reload, STOPPING=1 on SIGTERM.
 
 mod common;
 
@@ -35,7 +35,7 @@ fn until(socket: &UnixDatagram, want: &str, seen: &mut Vec<String>) -> String {
 }
 
 #[test]
-fn ready_watchdog_status_hangup_and_stopping() {
+fn ready_watchdog_status_reload_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
@@ -84,14 +84,13 @@ fn ready_watchdog_status_hangup_and_stopping() {
     until(&socket, "WATCHDOG=1", &mut seen);
     until(&socket, "connection(s)", &mut seen);
 
-    // SIGHUP: checked, logged, and the daemon keeps serving.
+    // SIGHUP: RELOADING=1 (with MONOTONIC_USEC), the reload, READY=1 again.
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
-    let line = wait_log("SIGHUP");
-    assert!(
-        line.contains("is valid") && line.contains("not implemented yet"),
-        "{line}"
-    );
+    let reloading = until(&socket, "RELOADING=1", &mut seen);
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    until(&socket, "READY=1", &mut seen);
+    wait_log("reloaded");
     until(&socket, "WATCHDOG=1", &mut seen);
 
     // SAFETY: as above.

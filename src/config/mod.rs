@@ -102,7 +102,7 @@ pub struct ListenerConfig {
 }
 
 /// One `[[sink]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkConfig {
     /// Its name, in logs.
     pub name: String,
@@ -115,7 +115,7 @@ pub struct SinkConfig {
 }
 
 /// The sink types and their settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
     /// Writes each frame to a file.
     File(FileSinkConfig),

@@ -127,6 +127,8 @@ pub struct Connection {
     pub bytes: u64,
     /// Registered for writability too (native replies waiting for socket room).
     pub wants_writable: bool,
+    /// Its listener was removed by a reload: it is closed at its next frame boundary.
+    pub draining: bool,
     /// `last_activity` when the loop last pinged this (native) peer, so one silence gets
     /// one PING.
     pub pinged_at: Option<Instant>,
@@ -161,6 +163,7 @@ impl Connection {
             frames: 0,
             bytes: 0,
             wants_writable: false,
+            draining: false,
             pinged_at: None,
             codec: Codec::Legacy(decoder),
             native_limits,

@@ -30,6 +30,9 @@ pub struct Intake {
     pub replies: HashMap<usize, usize>,
     /// Per-device counters for `framegate status`.
     pub devices: DeviceCounters,
+    /// Frames in the sinks (by the frame's address): sinks still to report, first failure.
+    /// Counted at submission, so a reload that changes the sinks meanwhile cannot confuse it.
+    pub outstanding: HashMap<usize, (usize, Option<String>)>,
 }
 
 /// What the loop knows about native-protocol devices.
@@ -58,6 +61,12 @@ impl Directory for NativeDevices {
 }
 
 impl Intake {
+    fn submit(&mut self, frame: Arc<Frame>) {
+        let key = Arc::as_ptr(&frame) as usize;
+        let sinks = self.pool.submit(frame);
+        self.outstanding.insert(key, (sinks, None));
+    }
+
     /// Sends reservations the counters asked for to the store's thread.
     fn request_reservations(&mut self) {
         let wanted = self.sequences.take_wanted();
@@ -90,7 +99,7 @@ impl Admit for Intake {
             self.devices.frame(&device, frame.payload.len(), frame.at);
             // The device numbers its own frames; the ACK goes back to its connection.
             let format = signature::image_format(&frame.payload);
-            self.pool.submit(Arc::new(Frame {
+            self.submit(Arc::new(Frame {
                 listener: peer.listener_name.clone(),
                 device,
                 peer: peer.addr,
@@ -128,7 +137,7 @@ impl Admit for Intake {
             // imagezmq's sender waits for its reply until the sinks are done with this frame.
             self.replies.insert(Arc::as_ptr(&frame) as usize, peer.conn);
         }
-        self.pool.submit(frame);
+        self.submit(frame);
         Ok(())
     }
 

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod listener;
 pub mod native;
 pub mod ratelimit;
+pub mod reload;
 pub mod server;
 
 pub use self::server::{Server, StartError};

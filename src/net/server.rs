@@ -27,7 +27,7 @@ use super::imagezmq::{Converted, Converter};
 use super::intake::{Intake, NativeDevices};
 use super::native::Limits;
 use super::ratelimit::{LineLimiter, Verdict};
-use super::{activation, control, limits, listener};
+use super::{activation, control, limits, listener, reload};
 use crate::config::{Config, ListenerConfig};
 use crate::framing::{DecodeError, Decoder, Framing};
 use crate::identity::committed::{Committed, Pending};
@@ -49,6 +49,8 @@ pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// How often idle connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
 /// How long a shutdown waits for received frames to reach their sinks.
+/// How long the config file must be quiet before a change is reloaded.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
 /// How often `STATUS=` goes to systemd.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
@@ -60,6 +62,8 @@ enum Message {
     Recorded(Vec<Pending>, Result<(), StoreError>),
     /// An imagezmq array encoded (or not) as PNG.
     Converted(Converted),
+    /// Something happened to the config file.
+    ConfigChanged,
 }
 
 struct ListenerSlot {
@@ -91,11 +95,6 @@ pub struct Server {
     names: DeviceNames,
     intake: Intake,
     messages: Receiver<Message>,
-    /// Frames some sinks have not finished yet, keyed by the frame's address (unique while
-    /// the frame lives, which it does until its last completion): sinks left, first error.
-    outstanding: HashMap<usize, (usize, Option<String>)>,
-    /// Every frame goes to every sink (routing comes with issue 4).
-    sink_count: usize,
     /// Encodes imagezmq arrays to PNG off the loop.
     converter: Converter,
     /// Where native commits go to be recorded durably before their ACK.
@@ -108,6 +107,10 @@ pub struct Server {
     /// Where `framegate status` asks.
     control: Option<mio::net::UnixListener>,
     control_path: PathBuf,
+    /// Watches the config file (reload on change); dropped with the server.
+    _config_watch: Option<reload::ConfigWatch>,
+    /// A change to the config file was seen: reload at this time (debounced).
+    reload_due: Option<Instant>,
     /// Keeps one failing device from drowning the log.
     log_limiter: LineLimiter,
     started: Instant,
@@ -193,6 +196,26 @@ impl Server {
                 convert_wake.wake();
             }),
         );
+
+        let (watch_tx, watch_wake) = (tx.clone(), wake.clone());
+        let config_path = std::path::Path::new(&config.source);
+        let config_watch = if config_path.is_file() {
+            match reload::watch(config_path, move || {
+                let _ = watch_tx.send(Message::ConfigChanged);
+                watch_wake.wake();
+            }) {
+                Ok(watch) => Some(watch),
+                Err(e) => {
+                    warn!(
+                        "cannot watch {} for changes ({e}); reload with SIGHUP",
+                        config.source
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
 
         let (store_tx, store_wake) = (tx, wake);
         let (reservations, store_thread) = store.spawn_writer(move |batch, result| {
@@ -292,9 +315,12 @@ impl Server {
                 },
                 replies: HashMap::new(),
                 devices: DeviceCounters::default(),
+                outstanding: HashMap::new(),
             },
             control,
             control_path: config.control_socket.clone(),
+            _config_watch: config_watch,
+            reload_due: None,
             log_limiter: LineLimiter::new(config.device_lines_per_minute),
             started: Instant::now(),
             converter,
@@ -303,8 +329,7 @@ impl Server {
             recording: 0,
             to_record: Vec::new(),
             answered: HashSet::new(),
-            outstanding: HashMap::new(),
-            sink_count: config.sinks.len(),
+
             messages,
             wake_pending,
             store_thread: Some(store_thread),
@@ -532,6 +557,10 @@ impl Server {
                 }
                 Message::Recorded(batch, result) => self.on_recorded(batch, result),
                 Message::Converted(done) => self.on_converted(done),
+                // Editors write in several steps: reload once things are quiet.
+                Message::ConfigChanged => {
+                    self.reload_due = Some(Instant::now() + RELOAD_DEBOUNCE);
+                }
                 Message::Reserved(batch, Ok(())) => {
                     for (device, mark) in &batch {
                         self.intake.sequences.reserved(device, *mark);
@@ -602,10 +631,9 @@ impl Server {
     /// records it as committed and answers the device.
     fn frame_progress(&mut self, c: &Completion) {
         let key = Arc::as_ptr(&c.frame) as usize;
-        let entry = self
-            .outstanding
-            .entry(key)
-            .or_insert((self.sink_count, None));
+        let Some(entry) = self.intake.outstanding.get_mut(&key) else {
+            return;
+        };
         entry.0 -= 1;
         if let Err(e) = &c.result {
             entry.1.get_or_insert_with(|| e.to_string());
@@ -613,7 +641,11 @@ impl Server {
         if entry.0 > 0 {
             return;
         }
-        let (_, failure) = self.outstanding.remove(&key).expect("entry just seen");
+        let (_, failure) = self
+            .intake
+            .outstanding
+            .remove(&key)
+            .expect("entry just seen");
         if let Some(conn) = self.intake.replies.remove(&key) {
             let token = Token(conn);
             if let Some(session) = self.conns.get_mut(&token).and_then(Connection::zmtp) {
@@ -733,7 +765,7 @@ impl Server {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        let listener = self.listener_name(conn.peer.listener);
+        let listener = conn.peer.listener_name.to_string();
         let (addr, device) = (conn.peer.addr, conn.peer.device.clone());
         let counts = format!("{} frames, {} bytes", conn.frames, conn.bytes);
         if !matches!(why, Closed::PeerClosed | Closed::EndOfStream) {
@@ -780,10 +812,22 @@ impl Server {
         }
     }
 
-    fn listener_name(&self, index: usize) -> String {
-        match self.listeners.get(index) {
-            Some(Some(slot)) => slot.config.name.clone(),
-            _ => format!("#{index}"),
+    /// Closes connections of listeners a reload removed, once they are between frames.
+    fn close_drained(&mut self) {
+        let done: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.draining && !c.is_mid_frame() && !c.is_stalled() && c.native_in_flight() == 0
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for token in done {
+            if let Some(session) = self.conns.get_mut(&token).and_then(Connection::session) {
+                session.goodbye(Reason::ShuttingDown, "this listener was removed; reconnect");
+                self.flush_conn(token);
+            }
+            self.close(token, Closed::PeerClosed);
         }
     }
 
@@ -791,24 +835,34 @@ impl Server {
     fn sweep(&mut self) {
         let now = Instant::now();
         self.next_sweep = now + SWEEP_EVERY;
+        if self.reload_due.is_some_and(|due| now >= due) {
+            self.reload_due = None;
+            self.reload("the config file changed");
+        }
+        self.close_drained();
+        self.intake.pool.reap();
         self.log_limiter.forget_quiet(now);
         self.tell_systemd(now);
         let mut idle = Vec::new();
         let mut ping = Vec::new();
         for (token, conn) in &mut self.conns {
-            let Some(Some(slot)) = self.listeners.get(conn.peer.listener) else {
-                continue;
+            // A listener a reload removed leaves its draining connections the defaults.
+            let (idle_timeout, heartbeat) = match self.listeners.get(conn.peer.listener) {
+                Some(Some(slot)) => (slot.config.idle_timeout, slot.config.heartbeat),
+                _ => (
+                    crate::config::DEFAULT_IDLE_TIMEOUT,
+                    crate::config::DEFAULT_HEARTBEAT,
+                ),
             };
             // A stalled connection is silent because we stopped reading it, not the device.
             if conn.is_stalled() {
                 continue;
             }
             let silent = now.duration_since(conn.last_activity);
-            let heartbeat = slot.config.heartbeat;
             let last_activity = conn.last_activity;
             let native = conn.session().is_some();
-            if silent >= slot.config.idle_timeout {
-                idle.push((*token, slot.config.idle_timeout));
+            if silent >= idle_timeout {
+                idle.push((*token, idle_timeout));
             } else if native && silent >= heartbeat * 3 {
                 // Three heartbeats without a byte, PONG included: the peer is gone.
                 idle.push((*token, heartbeat * 3));
@@ -828,7 +882,7 @@ impl Server {
                 continue;
             };
             let _ = self.poll.registry().deregister(&mut conn.stream);
-            let listener = self.listener_name(conn.peer.listener);
+            let listener = conn.peer.listener_name.to_string();
             let mut inside = match (conn.is_mid_frame(), conn.announced()) {
                 (true, Some(size)) => {
                     format!(" inside a frame of {size} bytes; partial frame dropped")
@@ -957,25 +1011,108 @@ impl Server {
         }
     }
 
-    /// SIGHUP. Live reload is not built yet (issue 5): the running configuration stays in
-    /// force. The file is checked, so an operator learns now whether a restart would work.
-    fn on_hangup(&mut self) {
-        let path = std::path::Path::new(&self.config_source);
+    /// Reloads the config file (SIGHUP, or the file changed). An invalid file is refused with
+    /// one log line and the running configuration stays in force.
+    fn reload(&mut self, why: &str) {
+        let path = std::path::Path::new(&self.config_source).to_path_buf();
         if !path.is_file() {
             warn!(
-                "SIGHUP: live reload is not implemented yet; nothing to check for {}",
+                "reload ({why}): running on {}, there is no file to reload",
                 self.config_source
             );
             return;
         }
-        match Config::load(path) {
-            Ok(_) => warn!(
-                "SIGHUP: {} is valid, but live reload is not implemented yet: the running configuration stays in force until framegate is restarted",
-                self.config_source
-            ),
-            Err(e) => error!(
-                "SIGHUP: {e}; the running configuration stays in force (live reload is not implemented yet)"
-            ),
+        self.notifier.reloading();
+        match Config::load(&path) {
+            Err(e) => {
+                error!("reload ({why}) refused: {e}; the running configuration stays in force")
+            }
+            Ok(new) => {
+                self.apply(new);
+                info!("reloaded {} ({why})", self.config_source);
+            }
+        }
+        self.notifier.ready("serving (reloaded)");
+    }
+
+    /// Applies a validated configuration: unchanged listeners keep their sockets and devices;
+    /// removed or re-bound listeners stop accepting and their connections end at their next
+    /// frame boundary; sinks are rebuilt as `SinkPool::reconfigure` says. `state_dir` and the
+    /// control socket stay as they were (they take a restart).
+    fn apply(&mut self, new: Config) {
+        self.names = DeviceNames::new(&new.devices);
+        self.intake.native.secrets = new.secrets.clone();
+        self.max_connections = new.max_connections;
+        self.shutdown_timeout = new.shutdown_timeout;
+        self.log_limiter = LineLimiter::new(new.device_lines_per_minute);
+        if std::env::var_os("FRAMEGATE_LOG").is_none() {
+            log::set_max_level(new.log_level);
+        }
+        let mut kept = Vec::new();
+        for index in 0..self.listeners.len() {
+            let Some(slot) = &mut self.listeners[index] else {
+                continue;
+            };
+            match new.listeners.iter().find(|l| l.name == slot.config.name) {
+                Some(l) if l.bind == slot.config.bind && l.framing == slot.config.framing => {
+                    if *l != slot.config {
+                        info!("listener {:?}: new settings apply", l.name);
+                    }
+                    slot.config = l.clone();
+                    kept.push(l.name.clone());
+                }
+                changed => {
+                    let mut slot = self.listeners[index].take().expect("checked above");
+                    let _ = self.poll.registry().deregister(&mut slot.socket);
+                    let mut draining = 0;
+                    for conn in self.conns.values_mut().filter(|c| c.peer.listener == index) {
+                        conn.draining = true;
+                        draining += 1;
+                    }
+                    info!(
+                        "listener {:?} {}: no longer accepting; its {draining} connection(s) close after their current frame",
+                        slot.config.name,
+                        if changed.is_some() { "changed its bind or framing" } else { "removed" }
+                    );
+                }
+            }
+        }
+        for lc in new.listeners.iter().filter(|l| !kept.contains(&l.name)) {
+            let index = self.listeners.len();
+            match listener::bind(lc.bind, lc.backlog).and_then(|mut socket| {
+                self.poll
+                    .registry()
+                    .register(&mut socket, Token(FIRST_LISTENER + index), Interest::READABLE)
+                    .map(|()| socket)
+            }) {
+                Ok(socket) => {
+                    let local = socket.local_addr().map_or(lc.bind, |a| a);
+                    info!(
+                        "listener {:?} ({}, max_frame_bytes {}, idle_timeout {}) listening on {local}",
+                        lc.name,
+                        lc.framing,
+                        lc.max_frame_bytes,
+                        humantime::format_duration(lc.idle_timeout)
+                    );
+                    self.listeners.push(Some(ListenerSlot {
+                        name: Arc::from(lc.name.as_str()),
+                        config: lc.clone(),
+                        socket,
+                    }));
+                }
+                Err(e) => error!(
+                    "reload: listener {:?} cannot listen on {}: {e}; it stays off until the next reload",
+                    lc.name, lc.bind
+                ),
+            }
+        }
+        match self.intake.pool.reconfigure(&new.sinks) {
+            Ok(changes) => {
+                for change in changes {
+                    info!("{change}");
+                }
+            }
+            Err(e) => error!("reload: cannot start a sink's workers: {e}"),
         }
     }
 
@@ -985,7 +1122,7 @@ impl Server {
             return;
         }
         if received.contains(&SIGHUP) {
-            self.on_hangup();
+            self.reload("SIGHUP");
         }
         if received.contains(&SIGUSR1) {
             info!(
@@ -1086,7 +1223,7 @@ impl Server {
                     self.intake.pool.complete(&c);
                 }
                 Message::Recorded(batch, result) => self.on_recorded(batch, result),
-                Message::Reserved(..) | Message::Converted(_) => {}
+                Message::Reserved(..) | Message::Converted(_) | Message::ConfigChanged => {}
             }
         }
         // The recorder writes what it was sent, then ends; its last reports ACK those frames.

@@ -28,7 +28,7 @@ pub const MAX_ALTERNATIVES: u32 = 1000;
 static DIR_CREATION: RwLock<()> = RwLock::new(());
 
 /// Settings of one `type = "file"` sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileSinkConfig {
     /// Where each frame goes.
     pub path: PathTemplate,

@@ -48,6 +48,10 @@ pub struct SinkCounts {
 
 struct Slot {
     name: String,
+    /// What it was built from; a reload keeps the slot only if this is unchanged.
+    config: SinkConfig,
+    /// False once a reload replaced or removed it: it takes no new frames, finishes its queue.
+    active: bool,
     queue: Arc<WorkQueue<Arc<Frame>>>,
     /// Submitted this turn, not yet handed to the workers.
     staged: Vec<Arc<Frame>>,
@@ -57,56 +61,126 @@ struct Slot {
     workers: Vec<JoinHandle<()>>,
 }
 
-/// Every configured sink with its queue and workers.
+/// Every configured sink with its queue and workers. Sinks are identified by their slot index,
+/// which never changes: a reload appends new slots and retires old ones.
 pub struct SinkPool {
     slots: Vec<Slot>,
+    notify: Notify,
 }
 
 impl SinkPool {
     /// Builds each sink and starts its workers.
     pub fn start(configs: &[SinkConfig], notify: Notify) -> std::io::Result<SinkPool> {
-        let mut slots = Vec::with_capacity(configs.len());
-        for (index, config) in configs.iter().enumerate() {
-            let sink: Arc<dyn Sink> = match &config.kind {
-                SinkKind::File(file) => Arc::new(FileSink::new(&config.name, file.clone())),
-                SinkKind::Discard => Arc::new(DiscardSink::new()),
-            };
-            let queue = Arc::new(WorkQueue::new());
-            let mut workers = Vec::with_capacity(config.workers);
-            for w in 0..config.workers {
-                let (sink, queue, notify) = (sink.clone(), queue.clone(), notify.clone());
-                workers.push(
-                    thread::Builder::new()
-                        .name(format!("fg-sink-{}-{w}", config.name))
-                        .spawn(move || work(index, &*sink, &queue, &*notify))?,
-                );
-            }
-            slots.push(Slot {
-                name: config.name.clone(),
-                queue,
-                staged: Vec::new(),
-                capacity: config.queue_capacity,
-                in_flight: 0,
-                counts: SinkCounts::default(),
-                workers,
-            });
+        let mut pool = SinkPool {
+            slots: Vec::with_capacity(configs.len()),
+            notify,
+        };
+        for config in configs {
+            pool.add(config)?;
         }
-        Ok(SinkPool { slots })
+        Ok(pool)
+    }
+
+    fn add(&mut self, config: &SinkConfig) -> std::io::Result<()> {
+        let index = self.slots.len();
+        let sink: Arc<dyn Sink> = match &config.kind {
+            SinkKind::File(file) => Arc::new(FileSink::new(&config.name, file.clone())),
+            SinkKind::Discard => Arc::new(DiscardSink::new()),
+        };
+        let queue = Arc::new(WorkQueue::new());
+        let mut workers = Vec::with_capacity(config.workers);
+        for w in 0..config.workers {
+            let (sink, queue, notify) = (sink.clone(), queue.clone(), self.notify.clone());
+            workers.push(
+                thread::Builder::new()
+                    .name(format!("fg-sink-{}-{w}", config.name))
+                    .spawn(move || work(index, &*sink, &queue, &*notify))?,
+            );
+        }
+        self.slots.push(Slot {
+            name: config.name.clone(),
+            config: config.clone(),
+            active: true,
+            queue,
+            staged: Vec::new(),
+            capacity: config.queue_capacity,
+            in_flight: 0,
+            counts: SinkCounts::default(),
+            workers,
+        });
+        Ok(())
+    }
+
+    /// Applies a new set of sinks: an unchanged sink (same name, same settings) keeps running;
+    /// a changed one is rebuilt, and a removed one stops taking frames; the frames already
+    /// queued on a replaced or removed sink finish there. Returns a line per change.
+    pub fn reconfigure(&mut self, configs: &[SinkConfig]) -> std::io::Result<Vec<String>> {
+        self.flush();
+        let mut changes = Vec::new();
+        for slot in self.slots.iter_mut().filter(|s| s.active) {
+            if !configs.contains(&slot.config) {
+                slot.active = false;
+                slot.queue.close();
+                let replaced = configs.iter().any(|c| c.name == slot.name);
+                changes.push(format!(
+                    "sink {:?} {}; its {} queued frame(s) finish on the old one",
+                    slot.name,
+                    if replaced {
+                        "changed: rebuilt"
+                    } else {
+                        "removed"
+                    },
+                    slot.in_flight
+                ));
+            }
+        }
+        for config in configs {
+            let kept = self.slots.iter().any(|s| s.active && &s.config == config);
+            if !kept {
+                if !changes
+                    .iter()
+                    .any(|c| c.starts_with(&format!("sink {:?} changed", config.name)))
+                {
+                    changes.push(format!("sink {:?} added", config.name));
+                }
+                self.add(config)?;
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Joins the workers of retired sinks that finished their queues.
+    pub fn reap(&mut self) {
+        for slot in self
+            .slots
+            .iter_mut()
+            .filter(|s| !s.active && s.in_flight == 0)
+        {
+            for worker in slot.workers.drain(..) {
+                let _ = worker.join();
+            }
+        }
     }
 
     /// True when every sink can take one more frame.
     pub fn has_room(&self) -> bool {
-        self.slots.iter().all(|s| s.in_flight < s.capacity)
+        self.slots
+            .iter()
+            .filter(|s| s.active)
+            .all(|s| s.in_flight < s.capacity)
     }
 
     /// Stages `frame` for every sink; [`SinkPool::flush`] hands it to the workers. The caller
-    /// checked [`SinkPool::has_room`].
-    pub fn submit(&mut self, frame: Arc<Frame>) {
+    /// checked [`SinkPool::has_room`]. Returns how many sinks will report on it.
+    pub fn submit(&mut self, frame: Arc<Frame>) -> usize {
         assert!(self.has_room(), "submit without room");
-        for slot in &mut self.slots {
+        let mut sinks = 0;
+        for slot in self.slots.iter_mut().filter(|s| s.active) {
             slot.in_flight += 1;
             slot.staged.push(frame.clone());
+            sinks += 1;
         }
+        sinks
     }
 
     /// Hands every staged frame to its sink's workers. The loop calls this before it waits
@@ -131,20 +205,25 @@ impl SinkPool {
         &slot.name
     }
 
-    /// Frames queued or being committed, per sink in config order.
+    /// Frames queued or being committed, per active sink in config order.
     pub fn queued(&self) -> Vec<usize> {
-        self.slots.iter().map(|s| s.in_flight).collect()
+        self.slots
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| s.in_flight)
+            .collect()
     }
 
-    /// Frames queued or being committed, over all sinks.
+    /// Frames queued or being committed, over all sinks (retired ones included).
     pub fn in_flight(&self) -> usize {
         self.slots.iter().map(|s| s.in_flight).sum()
     }
 
-    /// Names and totals of every sink.
+    /// Names and totals of every active sink, in config order.
     pub fn counts(&self) -> Vec<(&str, &SinkCounts)> {
         self.slots
             .iter()
+            .filter(|s| s.active)
             .map(|s| (s.name.as_str(), &s.counts))
             .collect()
     }

@@ -75,7 +75,7 @@ enum Piece {
 }
 
 /// A parsed `path` template.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PathTemplate {
     /// The template as the operator wrote it, for messages.
     source: String,
