@@ -1,12 +1,13 @@
-//! Reload without dropping devices: a device streams on a listener that stays while the config
-//! is edited (SIGHUP and file changes): a sink added, one changed, an invalid edit refused,
-//! a listener removed and one added. The streaming connection never drops and no frame is lost
-//! or stored twice.
+//! Reload without dropping devices: 50 devices stream on a listener that stays while the config
+//! is edited 10 times (sinks added, changed and removed, listeners removed and added, one
+//! invalid edit; by SIGHUP and by the file watcher). No streaming connection drops and no frame
+//! is lost or stored twice.
 
 mod common;
 
 use std::io::Write;
 use std::net::{IpAddr, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -14,13 +15,15 @@ use std::time::Duration;
 
 use common::*;
 
+const DEVICES: u8 = 50;
+
 fn sink(name: &str, dir: &str) -> String {
     format!(
-        "\n[[sink]]\nname = \"{name}\"\ntype = \"file\"\npath = \"@DIR@/{dir}/{{device}}/{{seq:08}}.{{ext}}\"\n"
+        "\n[[sink]]\nname = \"{name}\"\ntype = \"file\"\nfsync = false\npath = \"@DIR@/{dir}/{{device}}/{{seq:08}}.{{ext}}\"\n"
     )
 }
 
-/// Writes a new config (as the harness does: DIR replaced, state_dir kept).
+/// Writes a new config like an editor does (a new file renamed over the old one).
 fn write_config(d: &Daemon, parts: &[String]) {
     let text = format!(
         "state_dir = \"{}/state\"\n{}",
@@ -28,7 +31,6 @@ fn write_config(d: &Daemon, parts: &[String]) {
         parts.concat()
     )
     .replace(DIR, &d.dir.display().to_string());
-    // Like an editor: write elsewhere, rename over the file.
     let tmp = d.dir.join(".framegate.toml.swp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, d.dir.join("framegate.toml")).unwrap();
@@ -39,130 +41,204 @@ fn hangup(d: &Daemon) {
     unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
 }
 
-fn stored(d: &Daemon, dir: &str) -> Vec<Vec<u8>> {
-    let root = d.dir.join(dir).join("127.0.0.2");
-    let mut files: Vec<_> = std::fs::read_dir(&root)
-        .map(|r| r.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    files.retain(|p: &std::path::PathBuf| !is_tmp(p));
+/// The frames stored under `dirs` for `device`, in sequence order across the dirs.
+fn stored(d: &Daemon, dirs: &[&str], device: &str) -> Vec<Vec<u8>> {
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for dir in dirs {
+        let root = d.dir.join(dir).join(device);
+        for entry in std::fs::read_dir(&root).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if !is_tmp(&path) {
+                files.push((
+                    path.file_name().unwrap().to_string_lossy().into_owned(),
+                    path,
+                ));
+            }
+        }
+    }
     files.sort();
-    files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    files
+        .iter()
+        .map(|(_, p)| std::fs::read(p).unwrap())
+        .collect()
 }
 
 #[test]
-fn edits_apply_while_a_device_streams_and_nothing_is_lost() {
+fn ten_edits_while_fifty_devices_stream_lose_nothing() {
     let keep = listener("keep", "u32le", "");
     let gone = listener("gone", "u32le", "");
+    let new = listener("new", "u32le", "");
     let mut d =
         Daemon::start(&[keep.clone(), gone.clone(), sink("b", "b"), sink("a", "a")].concat());
 
-    // The device streams on "keep" over one connection until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
-    let streamer = {
-        let (to, stop) = (d.addr("keep"), stop.clone());
-        thread::spawn(move || {
-            let mut stream = connect_from(IpAddr::from([127, 0, 0, 2]), to);
-            let mut sent = Vec::new();
-            for i in 0..10_000u64 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
+    let streamers: Vec<_> = (0..DEVICES)
+        .map(|i| {
+            let (to, stop) = (d.addr("keep"), stop.clone());
+            thread::spawn(move || {
+                let mut stream = connect_from(IpAddr::from([127, 0, 0, 10 + i]), to);
+                let mut sent = Vec::new();
+                for n in 0..100_000u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let frame = jpeg(u64::from(i) * 100_000 + n, 2000 + (n as usize % 300));
+                    let bytes = [&(frame.len() as u32).to_le_bytes()[..], &frame].concat();
+                    stream
+                        .write_all(&bytes)
+                        .expect("a streaming connection on an unchanged listener must stay up");
+                    sent.push(frame);
+                    thread::sleep(Duration::from_millis(40));
                 }
-                let frame = jpeg(2000 + i, 3000 + (i as usize % 500));
-                let bytes = [&(frame.len() as u32).to_le_bytes()[..], &frame].concat();
-                stream
-                    .write_all(&bytes)
-                    .expect("the streaming connection must stay up");
-                sent.push(frame);
-                thread::sleep(Duration::from_millis(5));
-            }
-            // u32le's end marker, then the server closes.
-            send_and_finish(stream, &[0; 4]);
-            sent
+                send_and_finish(stream, &[0; 4]); // u32le's end marker
+                sent
+            })
         })
-    };
-    // A device on the listener that will be removed.
+        .collect();
     let mut on_gone = TcpStream::connect(d.addr("gone")).unwrap();
-    d.wait_for_frames("127.0.0.2", "keep", 0);
-    thread::sleep(Duration::from_millis(200));
+    let deadline = std::time::Instant::now() + WAIT;
+    while stored(&d, &["b"], &format!("127.0.0.{}", 10 + DEVICES - 1)).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the devices' frames are not being stored"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
 
-    // 1. A sink added, by SIGHUP.
-    write_config(
-        &d,
-        &[
-            keep.clone(),
-            gone.clone(),
+    // The ten edits. Each waits for the daemon to say it applied (or refused) it.
+    let step = |d: &mut Daemon, parts: &[String], signal: bool, expect: &str| {
+        let before = d.log_lines(&[expect]).len();
+        write_config(d, parts);
+        if signal {
+            hangup(d);
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        while d.log_lines(&[expect]).len() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {expect:?} after an edit"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        thread::sleep(Duration::from_millis(150));
+    };
+    let base = |extra: &[String]| {
+        let mut parts = vec![keep.clone(), sink("b", "b")];
+        parts.extend_from_slice(extra);
+        parts
+    };
+    // 1. sink c added (SIGHUP).
+    step(
+        &mut d,
+        &[base(&[gone.clone(), sink("a", "a"), sink("c", "c")])].concat(),
+        true,
+        "sink \"c\" added",
+    );
+    // 2. an invalid edit (watcher): refused, nothing changes.
+    step(
+        &mut d,
+        &[base(&["bogus_key = 1\n".into()])].concat(),
+        false,
+        "refused",
+    );
+    // 3. sink a changed (watcher).
+    step(
+        &mut d,
+        &[base(&[gone.clone(), sink("a", "a2"), sink("c", "c")])].concat(),
+        false,
+        "sink \"a\" changed",
+    );
+    // 4. listener gone removed, new added (SIGHUP).
+    step(
+        &mut d,
+        &[base(&[new.clone(), sink("a", "a2"), sink("c", "c")])].concat(),
+        true,
+        "listener \"gone\" removed",
+    );
+    // 5. sink c changed.
+    step(
+        &mut d,
+        &[base(&[new.clone(), sink("a", "a2"), sink("c", "c2")])].concat(),
+        false,
+        "sink \"c\" changed",
+    );
+    // 6. sink c removed.
+    step(
+        &mut d,
+        &[base(&[new.clone(), sink("a", "a2")])].concat(),
+        true,
+        "sink \"c\" removed",
+    );
+    // 7. sink e added.
+    step(
+        &mut d,
+        &[base(&[new.clone(), sink("a", "a2"), sink("e", "e")])].concat(),
+        false,
+        "sink \"e\" added",
+    );
+    // 8. sink a changed again.
+    step(
+        &mut d,
+        &[base(&[new.clone(), sink("a", "a3"), sink("e", "e")])].concat(),
+        true,
+        "sink \"a\" changed",
+    );
+    // 9. a listener setting changed (idle_timeout): the listener keeps its socket.
+    let keep_slower = listener("keep", "u32le", "idle_timeout = \"2m\"");
+    step(
+        &mut d,
+        &[vec![
+            keep_slower.clone(),
             sink("b", "b"),
-            sink("a", "a"),
-            sink("c", "c"),
-        ],
-    );
-    hangup(&d);
-    d.wait_for_log(&["sink \"c\" added"], WAIT);
-    thread::sleep(Duration::from_millis(200));
-
-    // 2. An invalid edit, noticed by the file watcher: refused, nothing changes.
-    write_config(
-        &d,
-        &[keep.clone(), "bogus_key = 1\n".into(), sink("b", "b")],
-    );
-    d.wait_for_log(&["refused", "bogus_key"], WAIT);
-    thread::sleep(Duration::from_millis(200));
-
-    // 3. Sink "a" changed (new path), "gone" removed, "new" added; file watcher again.
-    let new = listener("new", "u32le", "");
-    write_config(
-        &d,
-        &[
-            keep.clone(),
             new.clone(),
-            sink("b", "b"),
-            sink("a", "a2"),
-            sink("c", "c"),
-        ],
+            sink("a", "a3"),
+            sink("e", "e"),
+        ]]
+        .concat(),
+        false,
+        "listener \"keep\": new settings apply",
     );
-    d.wait_for_log(&["sink \"a\" changed: rebuilt"], WAIT);
-    d.wait_for_log(&["listener \"gone\" removed"], WAIT);
-    let new_addr = d.wait_for_log(&["listener \"new\"", "listening on"], WAIT);
-    let new_addr = new_addr
-        .split("listening on ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_string();
-    thread::sleep(Duration::from_millis(200));
-
-    // The removed listener's idle connection is closed; the new listener serves.
+    // 10. the same file again (SIGHUP): nothing to change.
+    step(
+        &mut d,
+        &[vec![
+            keep_slower,
+            sink("b", "b"),
+            new,
+            sink("a", "a3"),
+            sink("e", "e"),
+        ]]
+        .concat(),
+        true,
+        "reloaded",
+    );
     wait_closed_by_server(&mut on_gone, WAIT).unwrap();
-    let extra = jpeg(2999, 1234);
-    let s = TcpStream::connect(new_addr.as_str()).unwrap();
-    send_and_finish(s, &encode(Wire::U32Le, std::slice::from_ref(&extra)));
 
     stop.store(true, Ordering::Relaxed);
-    let sent = streamer
-        .join()
-        .expect("the streaming device never lost its connection");
-    assert!(sent.len() > 20, "only {} frames streamed", sent.len());
+    let sent: Vec<Vec<Vec<u8>>> = streamers
+        .into_iter()
+        .map(|s| s.join().expect("a streaming device lost its connection"))
+        .collect();
     assert!(d.terminate().success());
 
-    // "b" never changed: every frame, once, in order.
-    assert_eq!(stored(&d, "b"), sent, "sink b");
-    // "a" before its change and "a2" after: together every frame once.
-    let mut a = stored(&d, "a");
-    a.extend(stored(&d, "a2"));
-    let (mut a_sorted, mut sent_sorted) = (a.clone(), sent.clone());
-    a_sorted.sort();
-    sent_sorted.sort();
-    assert_eq!(a_sorted, sent_sorted, "sinks a + a2");
-    assert!(!stored(&d, "a2").is_empty() && !stored(&d, "a").is_empty());
-    // "c" from its addition on: a suffix of what was sent.
-    let c = stored(&d, "c");
-    assert!(!c.is_empty() && c.len() < sent.len());
-    assert_eq!(
-        c[..],
-        sent[sent.len() - c.len()..],
-        "sink c holds the frames after it was added"
-    );
-    // The streaming connection was never closed before the end.
-    let closes = d.log_lines(&["(device 127.0.0.2) on \"keep\" closed"]);
-    assert_eq!(closes.len(), 1, "{closes:?}");
+    for (i, sent) in sent.iter().enumerate() {
+        let device = format!("127.0.0.{}", 10 + i);
+        assert!(sent.len() >= 10, "{device} sent only {}", sent.len());
+        // b never changed: every frame, once, in order.
+        assert!(
+            stored(&d, &["b"], &device) == *sent,
+            "{device}: sink b differs from what was sent"
+        );
+        // a, rebuilt twice: its three directories together hold every frame once, in order.
+        assert!(
+            stored(&d, &["a", "a2", "a3"], &device) == *sent,
+            "{device}: sinks a + a2 + a3 differ from what was sent"
+        );
+        // One close per device: the one at the end.
+        let closes = d.log_lines(&[&format!("(device {device}) on \"keep\" closed")]);
+        assert_eq!(closes.len(), 1, "{device}: {closes:?}");
+    }
+    for dir in ["a", "a2", "a3", "b", "c", "c2", "e"] {
+        assert_no_tmp(&d.dir.join(dir));
+    }
 }
