@@ -97,6 +97,16 @@ pub struct SinkSection {
     pub time_zone: Option<Spanned<TimeZone>>,
     pub workers: Option<Spanned<usize>>,
     pub queue_capacity: Option<Spanned<usize>>,
+    pub keep: Option<Spanned<KeepSection>>,
+}
+
+/// `keep = { max_files = …, max_bytes = "…", max_age = "7d" }` on a file sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepSection {
+    pub max_files: Option<Spanned<u64>>,
+    pub max_bytes: Option<Spanned<ByteSize>>,
+    pub max_age: Option<Spanned<HumanDuration>>,
 }
 
 /// A duration written the human way: `"60s"`, `"1m 30s"`, `"250ms"`.

@@ -19,6 +19,7 @@ pub use self::error::ConfigError;
 use self::file::{FileConfig, SinkSection, SinkType};
 use crate::framing::Framing;
 use crate::sink::file::FileSinkConfig;
+use crate::sink::retention::Keep;
 use crate::sink::template::PathTemplate;
 
 /// The configuration used when `framegate run` gets no `--config`.
@@ -413,7 +414,40 @@ impl Validator<'_> {
                 })?;
                 let template =
                     PathTemplate::parse(path.get_ref()).map_err(|why| self.err(path, why))?;
+                let keep = match &raw.keep {
+                    None => Keep::default(),
+                    Some(k) => {
+                        let k = k.get_ref();
+                        let positive = |v: Option<u64>,
+                                        span: Option<std::ops::Range<usize>>,
+                                        key: &str| {
+                            match (v, span) {
+                                (Some(0), Some(span)) => Err(ConfigError::at(
+                                    self.label,
+                                    self.source,
+                                    span,
+                                    format!("keep.{key} must be more than 0 (leave it out for no limit)"),
+                                )),
+                                (v, _) => Ok(v),
+                            }
+                        };
+                        Keep {
+                            max_files: positive(
+                                k.max_files.as_ref().map(|v| *v.get_ref()),
+                                k.max_files.as_ref().map(|v| v.span()),
+                                "max_files",
+                            )?,
+                            max_bytes: positive(
+                                k.max_bytes.as_ref().map(|v| v.get_ref().as_u64()),
+                                k.max_bytes.as_ref().map(|v| v.span()),
+                                "max_bytes",
+                            )?,
+                            max_age: k.max_age.as_ref().map(|v| v.get_ref().0),
+                        }
+                    }
+                };
                 SinkKind::File(FileSinkConfig {
+                    keep,
                     path: template,
                     fsync: raw.fsync.as_ref().is_none_or(|f| *f.get_ref()),
                     time_zone: raw
@@ -428,13 +462,14 @@ impl Validator<'_> {
                     raw.path.as_ref().map(|p| p.span()),
                     raw.fsync.as_ref().map(|p| p.span()),
                     raw.time_zone.as_ref().map(|p| p.span()),
+                    raw.keep.as_ref().map(|p| p.span()),
                 ];
                 if let Some(span) = file_only.into_iter().flatten().next() {
                     return Err(ConfigError::at(
                         self.label,
                         self.source,
                         span,
-                        "only file sinks take path, fsync and time_zone; remove it or set type = \"file\"",
+                        "only file sinks take path, fsync, time_zone and keep; remove it or set type = \"file\"",
                     ));
                 }
                 SinkKind::Discard

@@ -9,10 +9,12 @@ use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use tempfile::NamedTempFile;
 
+use super::retention::{Keep, Retention};
 use super::template::{PathTemplate, TimeZone};
 use super::{Committed, Sink, SinkError};
 use crate::frame::Frame;
@@ -36,6 +38,8 @@ pub struct FileSinkConfig {
     pub fsync: bool,
     /// Clock for date and time placeholders.
     pub time_zone: TimeZone,
+    /// Retention limits (`keep`); unlimited when none is set.
+    pub keep: Keep,
 }
 
 /// Writes each frame to its own file, atomically.
@@ -46,6 +50,11 @@ pub struct FileSinkConfig {
 pub struct FileSink {
     name: String,
     config: FileSinkConfig,
+    /// The files kept, oldest first; counted from disk on first use. Shared with the janitor
+    /// thread that enforces `max_age` while no frames arrive.
+    retention: Arc<Mutex<Option<Retention>>>,
+    /// Removals since the last info line: (files, bytes, when that line was logged).
+    removed: Mutex<(u64, u64, Option<Instant>)>,
 }
 
 impl FileSink {
@@ -56,7 +65,13 @@ impl FileSink {
         if let Some(why) = config.path.collision_warning() {
             log::warn!("file sink {name:?}: {why}");
         }
+        let retention = Arc::new(Mutex::new(None));
+        if let Some(age) = config.keep.max_age {
+            spawn_janitor(name, &config, Arc::downgrade(&retention), age);
+        }
         FileSink {
+            retention,
+            removed: Mutex::new((0, 0, None)),
             name: name.to_string(),
             config,
         }
@@ -207,8 +222,107 @@ impl Sink for FileSink {
             // The rename is only durable once the directory entry is.
             sync_dir(dir)?;
         }
+        if !self.config.keep.is_unlimited() {
+            self.retain(&path, frame.payload.len() as u64);
+        }
         Ok(Committed { path: Some(path) })
     }
+}
+
+impl FileSink {
+    /// Records the stored file and deletes the oldest ones beyond `keep`.
+    fn retain(&self, path: &Path, size: u64) {
+        let doomed = {
+            let mut guard = self
+                .retention
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match guard.as_mut() {
+                Some(retention) => retention.add(path.to_path_buf(), size, SystemTime::now()),
+                None => {
+                    // The first file since start: the scan sees it already.
+                    let retention =
+                        guard.insert(Retention::scan(self.config.path.root(), self.config.keep));
+                    retention.enforce(path, SystemTime::now())
+                }
+            }
+        };
+        remove(&self.name, &doomed, &self.removed, &self.retention);
+    }
+}
+
+/// Deletes `doomed` (logged at debug), and logs the totals at info at most once a minute.
+fn remove(
+    name: &str,
+    doomed: &[PathBuf],
+    removed: &Mutex<(u64, u64, Option<Instant>)>,
+    retention: &Mutex<Option<Retention>>,
+) {
+    if doomed.is_empty() {
+        return;
+    }
+    let mut bytes = 0;
+    for path in doomed {
+        bytes += fs::metadata(path).map_or(0, |m| m.len());
+        match fs::remove_file(path) {
+            Ok(()) => log::debug!("file sink {name:?}: removed {} (keep)", path.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!(
+                "file sink {name:?}: cannot remove {} to stay within keep: {e}",
+                path.display()
+            ),
+        }
+    }
+    let mut r = removed.lock().unwrap_or_else(PoisonError::into_inner);
+    r.0 += doomed.len() as u64;
+    r.1 += bytes;
+    if r.2
+        .is_none_or(|last| last.elapsed() >= Duration::from_secs(60))
+    {
+        let (files, kept_bytes) = retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or((0, 0), Retention::totals);
+        log::info!(
+            "file sink {name:?}: removed {} oldest file(s) ({} bytes) to stay within keep; keeping {files} file(s), {kept_bytes} bytes",
+            r.0,
+            r.1
+        );
+        *r = (0, 0, Some(Instant::now()));
+    }
+}
+
+/// Enforces `max_age` while no frames arrive: wakes every tenth of the age (at most a
+/// minute) and ends when the sink is gone.
+fn spawn_janitor(
+    name: &str,
+    config: &FileSinkConfig,
+    retention: std::sync::Weak<Mutex<Option<Retention>>>,
+    age: Duration,
+) {
+    let (name, root, keep) = (
+        name.to_string(),
+        config.path.root().to_path_buf(),
+        config.keep,
+    );
+    let tick = (age / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let removed = Mutex::new((0, 0, None));
+    let _ = std::thread::Builder::new()
+        .name(format!("fg-keep-{name}"))
+        .spawn(move || loop {
+            std::thread::sleep(tick);
+            let Some(retention) = retention.upgrade() else {
+                return;
+            };
+            let doomed = {
+                let mut guard = retention.lock().unwrap_or_else(PoisonError::into_inner);
+                guard
+                    .get_or_insert_with(|| Retention::scan(&root, keep))
+                    .expire(SystemTime::now())
+            };
+            remove(&name, &doomed, &removed, &retention);
+        });
 }
 
 /// The directory holding `path`; `.` for a bare file name.
@@ -275,6 +389,7 @@ mod tests {
                 path: PathTemplate::parse(template).unwrap(),
                 fsync,
                 time_zone: TimeZone::Utc,
+                keep: Keep::default(),
             },
         )
     }

@@ -8,6 +8,7 @@ pub mod discard;
 pub mod file;
 pub mod pool;
 pub mod queue;
+pub mod retention;
 pub mod template;
 
 use std::fmt;
