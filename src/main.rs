@@ -332,22 +332,29 @@ fn watch_dir(plan: send::native::NativePlan, dir: &Path, done_dir: Option<PathBu
     }
 }
 
+/// The images `framegate send` was given, or `None` after saying why there are none.
+fn images_to_send(files: &[PathBuf]) -> Option<Vec<Vec<u8>>> {
+    match send::collect_images(files) {
+        Ok(images) if images.is_empty() => {
+            eprintln!("error: no image files found in the given paths");
+            None
+        }
+        Ok(images) => Some(images),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
 fn send_native(
     plan: send::native::NativePlan,
     repeat: u64,
     connections: usize,
     files: Vec<PathBuf>,
 ) -> ExitCode {
-    let images = match send::collect_images(&files) {
-        Ok(images) if images.is_empty() => {
-            eprintln!("error: no image files found in the given paths");
-            return ExitCode::FAILURE;
-        }
-        Ok(images) => images,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(images) = images_to_send(&files) else {
+        return ExitCode::FAILURE;
     };
     let started = Instant::now();
     let connections = connections.max(1);
@@ -417,16 +424,8 @@ fn send_files(
     connections: usize,
     files: Vec<PathBuf>,
 ) -> ExitCode {
-    let images = match send::collect_images(&files) {
-        Ok(images) if images.is_empty() => {
-            eprintln!("error: no image files found in the given paths");
-            return ExitCode::FAILURE;
-        }
-        Ok(images) => images,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(images) = images_to_send(&files) else {
+        return ExitCode::FAILURE;
     };
     let plan = send::SendPlan {
         to,
