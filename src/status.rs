@@ -35,6 +35,9 @@ pub struct DeviceStatus {
     pub bytes: u64,
     /// Refused or broken connections, and frames a sink failed to store.
     pub errors: u64,
+    /// Frames dropped unfinished: the connection broke, fell silent or was shut down in the
+    /// middle of one (never stored, by design).
+    pub dropped: u64,
     /// When its last frame arrived (seconds since the Unix epoch); 0: none yet.
     pub last_seen: u64,
     /// Its connections open now.
@@ -59,27 +62,51 @@ pub struct SinkStatus {
 /// Per-device counters kept by the event loop.
 #[derive(Debug, Default)]
 pub struct DeviceCounters {
-    devices: HashMap<Arc<str>, (u64, u64, u64, SystemTime)>,
+    devices: HashMap<Arc<str>, Counts>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    frames: u64,
+    bytes: u64,
+    errors: u64,
+    dropped: u64,
+    last: SystemTime,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            frames: 0,
+            bytes: 0,
+            errors: 0,
+            dropped: 0,
+            last: SystemTime::UNIX_EPOCH,
+        }
+    }
 }
 
 impl DeviceCounters {
     /// A frame from `device` was accepted.
     pub fn frame(&mut self, device: &Arc<str>, bytes: usize, at: SystemTime) {
         let entry = self.entry(device);
-        entry.0 += 1;
-        entry.1 += bytes as u64;
-        entry.3 = at;
+        entry.frames += 1;
+        entry.bytes += bytes as u64;
+        entry.last = at;
     }
 
     /// Something went wrong with `device` (a refused connection, a failed store).
     pub fn error(&mut self, device: &Arc<str>) {
-        self.entry(device).2 += 1;
+        self.entry(device).errors += 1;
     }
 
-    fn entry(&mut self, device: &Arc<str>) -> &mut (u64, u64, u64, SystemTime) {
-        self.devices
-            .entry(device.clone())
-            .or_insert((0, 0, 0, SystemTime::UNIX_EPOCH))
+    /// A frame of `device` was dropped unfinished.
+    pub fn dropped(&mut self, device: &Arc<str>) {
+        self.entry(device).dropped += 1;
+    }
+
+    fn entry(&mut self, device: &Arc<str>) -> &mut Counts {
+        self.devices.entry(device.clone()).or_default()
     }
 
     /// The devices' rows, sorted by name, with `connections(device)` open now.
@@ -90,17 +117,15 @@ impl DeviceCounters {
         names
             .into_iter()
             .map(|name| {
-                let (frames, bytes, errors, last) =
-                    self.devices
-                        .get(name)
-                        .copied()
-                        .unwrap_or((0, 0, 0, SystemTime::UNIX_EPOCH));
+                let c = self.devices.get(name).copied().unwrap_or_default();
                 DeviceStatus {
                     device: name.to_string(),
-                    frames,
-                    bytes,
-                    errors,
-                    last_seen: last
+                    frames: c.frames,
+                    bytes: c.bytes,
+                    errors: c.errors,
+                    dropped: c.dropped,
+                    last_seen: c
+                        .last
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs()),
                     connections: connections.get(name).copied().unwrap_or(0),
@@ -124,8 +149,8 @@ impl Status {
         );
         let _ = writeln!(
             out,
-            "{:<24} {:>10} {:>14} {:>7} {:>6} {:>12}",
-            "DEVICE", "FRAMES", "BYTES", "ERRORS", "CONNS", "LAST SEEN"
+            "{:<24} {:>10} {:>14} {:>7} {:>7} {:>6} {:>12}",
+            "DEVICE", "FRAMES", "BYTES", "ERRORS", "DROPPED", "CONNS", "LAST SEEN"
         );
         for d in &self.devices {
             let seen = if d.last_seen == 0 {
@@ -135,8 +160,8 @@ impl Status {
             };
             let _ = writeln!(
                 out,
-                "{:<24} {:>10} {:>14} {:>7} {:>6} {:>12}",
-                d.device, d.frames, d.bytes, d.errors, d.connections, seen
+                "{:<24} {:>10} {:>14} {:>7} {:>7} {:>6} {:>12}",
+                d.device, d.frames, d.bytes, d.errors, d.dropped, d.connections, seen
             );
         }
         let _ = writeln!(
@@ -169,6 +194,7 @@ mod tests {
         counters.frame(&cam, 10, at);
         counters.frame(&cam, 5, at);
         counters.error(&cam);
+        counters.dropped(&cam);
         let idle: Arc<str> = Arc::from("idle");
         let rows = counters.rows(&HashMap::from([(idle.clone(), 1)]));
         assert_eq!(rows.len(), 2);
@@ -177,9 +203,10 @@ mod tests {
                 rows[0].frames,
                 rows[0].bytes,
                 rows[0].errors,
+                rows[0].dropped,
                 rows[0].last_seen
             ),
-            (2, 15, 1, 1000)
+            (2, 15, 1, 1, 1000)
         );
         assert_eq!((rows[1].device.as_str(), rows[1].connections), ("idle", 1));
         let status = Status {

@@ -22,6 +22,11 @@ fn status_reflects_frames_errors_and_connections() {
     let _ = std::io::Write::write_all(&mut bad, b"GET / HTTP/1.1\r\n\r\n");
     wait_closed_by_server(&mut bad, WAIT).unwrap();
     d.wait_for_log(&["127.0.0.3", "rejected"], WAIT);
+    // Half a frame, then the device closes: a dropped frame (and an error).
+    let half = connect_from(IpAddr::from([127, 0, 0, 5]), to);
+    let whole = encode(Wire::U32Le, &[jpeg(961, 4000)]);
+    send_and_finish(half, &whole[..2000]);
+    d.wait_for_log(&["127.0.0.5", "closed mid-frame"], WAIT);
     // One connection that stays open.
     let _idle = connect_from(IpAddr::from([127, 0, 0, 4]), to);
     d.wait_for_log(&["connection from 127.0.0.4"], WAIT);
@@ -51,6 +56,9 @@ fn status_reflects_frames_errors_and_connections() {
     assert_eq!((sender.frames, sender.bytes, sender.errors), (3, bytes, 0));
     assert!(sender.last_seen > 0);
     assert_eq!(device("127.0.0.3").errors, 1);
+    assert_eq!(device("127.0.0.3").dropped, 0, "garbage is not a frame");
+    let half = device("127.0.0.5");
+    assert_eq!((half.frames, half.errors, half.dropped), (0, 1, 1));
     assert_eq!(device("127.0.0.4").connections, 1);
     assert_eq!(status.connections, 1);
     assert_eq!(status.sinks[0].committed, 3);

@@ -774,6 +774,9 @@ impl Server {
                 .and_then(|s| s.device().cloned())
                 .unwrap_or_else(|| device.clone());
             self.intake.devices.error(&named);
+            if matches!(why, Closed::Decode(DecodeError::Truncated { .. })) || conn.is_mid_frame() {
+                self.intake.devices.dropped(&named);
+            }
         }
         match why {
             Closed::PeerClosed | Closed::EndOfStream => info!(
@@ -883,6 +886,7 @@ impl Server {
             };
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let listener = conn.peer.listener_name.to_string();
+            let mut dropped = conn.is_mid_frame();
             let mut inside = match (conn.is_mid_frame(), conn.announced()) {
                 (true, Some(size)) => {
                     format!(" inside a frame of {size} bytes; partial frame dropped")
@@ -897,6 +901,7 @@ impl Server {
                 let size = frame.payload.len();
                 inside = match self.intake.admit(&conn.peer, frame) {
                     Ok(()) => {
+                        dropped = false;
                         conn.frames += 1;
                         format!(" after a {size}-byte frame whose framing the silence settled")
                     }
@@ -904,6 +909,9 @@ impl Server {
                         " after a {size}-byte frame whose framing the silence settled; the sinks were full, frame dropped"
                     ),
                 };
+            }
+            if dropped {
+                self.intake.devices.dropped(&conn.peer.device);
             }
             let (addr, device) = (&conn.peer.addr, conn.peer.device.clone());
             let line = format!(
@@ -1165,6 +1173,7 @@ impl Server {
             if let Some(mut conn) = self.conns.remove(&token) {
                 let _ = self.poll.registry().deregister(&mut conn.stream);
                 if conn.is_mid_frame() {
+                    self.intake.devices.dropped(&conn.peer.device);
                     info!(
                         "connection from {} closed by shutdown; its partial frame was dropped",
                         conn.peer.addr
