@@ -38,6 +38,8 @@ pub struct DeviceStatus {
     /// Frames dropped unfinished: the connection broke, fell silent or was shut down in the
     /// middle of one (never stored, by design).
     pub dropped: u64,
+    /// Frames no sink's `match` took.
+    pub unmatched: u64,
     /// When its last frame arrived (seconds since the Unix epoch); 0: none yet.
     pub last_seen: u64,
     /// Its connections open now.
@@ -71,6 +73,7 @@ struct Counts {
     bytes: u64,
     errors: u64,
     dropped: u64,
+    unmatched: u64,
     last: SystemTime,
 }
 
@@ -81,6 +84,7 @@ impl Default for Counts {
             bytes: 0,
             errors: 0,
             dropped: 0,
+            unmatched: 0,
             last: SystemTime::UNIX_EPOCH,
         }
     }
@@ -98,6 +102,11 @@ impl DeviceCounters {
     /// Something went wrong with `device` (a refused connection, a failed store).
     pub fn error(&mut self, device: &Arc<str>) {
         self.entry(device).errors += 1;
+    }
+
+    /// A frame of `device` matched no sink.
+    pub fn unmatched(&mut self, device: &Arc<str>) {
+        self.entry(device).unmatched += 1;
     }
 
     /// A frame of `device` was dropped unfinished.
@@ -124,6 +133,7 @@ impl DeviceCounters {
                     bytes: c.bytes,
                     errors: c.errors,
                     dropped: c.dropped,
+                    unmatched: c.unmatched,
                     last_seen: c
                         .last
                         .duration_since(SystemTime::UNIX_EPOCH)

@@ -98,6 +98,20 @@ pub struct SinkSection {
     pub workers: Option<Spanned<usize>>,
     pub queue_capacity: Option<Spanned<usize>>,
     pub keep: Option<Spanned<KeepSection>>,
+    #[serde(rename = "match")]
+    pub matches: Option<Spanned<MatchSection>>,
+}
+
+/// `match = { devices = ["door-*"], listeners = ["lan"], formats = ["jpeg"] }` on a sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSection {
+    #[serde(default)]
+    pub devices: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub listeners: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub formats: Vec<Spanned<String>>,
 }
 
 /// `keep = { max_files = …, max_bytes = "…", max_age = "7d" }` on a file sink.

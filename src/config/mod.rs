@@ -20,6 +20,7 @@ use self::file::{FileConfig, SinkSection, SinkType};
 use crate::framing::Framing;
 use crate::sink::file::FileSinkConfig;
 use crate::sink::retention::Keep;
+use crate::sink::routing::Match;
 use crate::sink::template::PathTemplate;
 
 /// The configuration used when `framegate run` gets no `--config`.
@@ -111,6 +112,8 @@ pub struct SinkConfig {
     pub workers: usize,
     /// Frames queued before the devices feeding it are paused.
     pub queue_capacity: usize,
+    /// Which frames it takes (`match`); all without one.
+    pub matches: Match,
     /// What it does.
     pub kind: SinkKind,
 }
@@ -278,7 +281,7 @@ impl Validator<'_> {
         let mut sinks = Vec::new();
         let mut names = HashSet::new();
         for section in &raw.sinks {
-            let sink = self.sink(section)?;
+            let sink = self.sink(section, &listeners)?;
             if !names.insert(sink.name.clone()) {
                 return Err(self.err(&section.get_ref().name, "another sink has this name"));
             }
@@ -390,7 +393,11 @@ impl Validator<'_> {
         })
     }
 
-    fn sink(&self, section: &Spanned<SinkSection>) -> Result<SinkConfig, ConfigError> {
+    fn sink(
+        &self,
+        section: &Spanned<SinkSection>,
+        listeners: &[ListenerConfig],
+    ) -> Result<SinkConfig, ConfigError> {
         let raw = section.get_ref();
         let name = self.name(&raw.name)?;
         let positive = |v: &Option<Spanned<usize>>, default: usize, key: &str| match v {
@@ -475,7 +482,35 @@ impl Validator<'_> {
                 SinkKind::Discard
             }
         };
+        let mut matches = Match::default();
+        if let Some(m) = &raw.matches {
+            let m = m.get_ref();
+            for d in &m.devices {
+                let pattern = glob::Pattern::new(d.get_ref()).map_err(|e| {
+                    self.err(d, format!("not a device glob ({e}); write e.g. \"door-*\""))
+                })?;
+                matches.devices.push(pattern);
+            }
+            for l in &m.listeners {
+                if !listeners.iter().any(|known| known.name == *l.get_ref()) {
+                    return Err(self.err(l, "no [[listener]] has this name"));
+                }
+                matches.listeners.push(l.get_ref().clone());
+            }
+            let known = Match::known_formats();
+            for f in &m.formats {
+                let name = f.get_ref().to_ascii_lowercase();
+                if !known.contains(&name) {
+                    return Err(self.err(
+                        f,
+                        format!("unknown format; use one of {}", known.join(", ")),
+                    ));
+                }
+                matches.formats.push(name);
+            }
+        }
         Ok(SinkConfig {
+            matches,
             name,
             workers,
             queue_capacity,

@@ -30,6 +30,10 @@ pub struct Intake {
     pub replies: HashMap<usize, usize>,
     /// Per-device counters for `framegate status`.
     pub devices: DeviceCounters,
+    /// Frames that matched no sink, for the loop to answer as done.
+    pub unrouted: Vec<Arc<Frame>>,
+    /// Devices whose unmatched frames were logged already.
+    pub unmatched_logged: std::collections::HashSet<Arc<str>>,
     /// Frames in the sinks (by the frame's address): sinks still to report, first failure.
     /// Counted at submission, so a reload that changes the sinks meanwhile cannot confuse it.
     pub outstanding: HashMap<usize, (usize, Option<String>)>,
@@ -63,8 +67,23 @@ impl Directory for NativeDevices {
 impl Intake {
     fn submit(&mut self, frame: Arc<Frame>) {
         let key = Arc::as_ptr(&frame) as usize;
-        let sinks = self.pool.submit(frame);
-        self.outstanding.insert(key, (sinks, None));
+        let sinks = self.pool.submit(frame.clone());
+        if sinks > 0 {
+            self.outstanding.insert(key, (sinks, None));
+            return;
+        }
+        // No sink's `match` takes it: nothing to store; it is done (and acknowledged) as is.
+        self.devices.unmatched(&frame.device);
+        if self.unmatched_logged.insert(frame.device.clone()) {
+            log::warn!(
+                "frame {}#{} ({}, on {:?}) matches no sink and is not stored; counted in status, logged once per device",
+                frame.device,
+                frame.seq,
+                frame.format_name(),
+                &*frame.listener
+            );
+        }
+        self.unrouted.push(frame);
     }
 
     /// Sends reservations the counters asked for to the store's thread.

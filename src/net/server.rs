@@ -29,6 +29,7 @@ use super::native::Limits;
 use super::ratelimit::{LineLimiter, Verdict};
 use super::{activation, control, limits, listener, reload};
 use crate::config::{Config, ListenerConfig};
+use crate::frame::Frame;
 use crate::framing::{DecodeError, Decoder, Framing};
 use crate::identity::committed::{Committed, Pending};
 use crate::identity::{canonical, DeviceNames, Reservations, SequenceStore, Sequences, StoreError};
@@ -316,6 +317,8 @@ impl Server {
                 replies: HashMap::new(),
                 devices: DeviceCounters::default(),
                 outstanding: HashMap::new(),
+                unrouted: Vec::new(),
+                unmatched_logged: HashSet::new(),
             },
             control,
             control_path: config.control_socket.clone(),
@@ -366,6 +369,14 @@ impl Server {
             } else {
                 Duration::ZERO
             };
+            // Frames no sink takes are done at once (their devices are answered).
+            if !self.intake.unrouted.is_empty() {
+                for frame in std::mem::take(&mut self.intake.unrouted) {
+                    self.frame_done(&frame, None);
+                }
+                self.send_records();
+                self.flush_answered();
+            }
             // Frames admitted during the last turn go to the workers in one batch per sink.
             self.intake.pool.flush();
             self.converter.flush();
@@ -646,6 +657,12 @@ impl Server {
             .outstanding
             .remove(&key)
             .expect("entry just seen");
+        self.frame_done(&c.frame, failure);
+    }
+
+    /// Every sink that took `frame` finished it (or none took it): answer its device.
+    fn frame_done(&mut self, frame: &Arc<Frame>, failure: Option<String>) {
+        let key = Arc::as_ptr(frame) as usize;
         if let Some(conn) = self.intake.replies.remove(&key) {
             let token = Token(conn);
             if let Some(session) = self.conns.get_mut(&token).and_then(Connection::zmtp) {
@@ -654,29 +671,29 @@ impl Server {
             }
             return;
         }
-        let Some(origin) = &c.frame.native else {
+        let Some(origin) = &frame.native else {
             return;
         };
-        let seq = c.frame.seq;
+        let seq = frame.seq;
         // The connection that sent it, and any that resent it meanwhile.
         let waiting = self
             .intake
             .native
             .in_flight
-            .remove(&(c.frame.device.clone(), seq))
+            .remove(&(frame.device.clone(), seq))
             .unwrap_or_else(|| vec![origin.reply_to]);
         match failure {
             None => {
                 // Known at once (a resend is recognised), ACKed once it is on disk.
-                self.intake.native.committed.record(&c.frame.device, seq);
+                self.intake.native.committed.record(&frame.device, seq);
                 self.to_record.extend(
                     waiting
                         .iter()
-                        .map(|&token| (c.frame.device.clone(), seq, token)),
+                        .map(|&token| (frame.device.clone(), seq, token)),
                 );
             }
             Some(why) => {
-                self.intake.devices.error(&c.frame.device);
+                self.intake.devices.error(&frame.device);
                 for token in waiting {
                     self.answer(Token(token), seq, Err(why.clone()));
                 }

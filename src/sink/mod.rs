@@ -9,6 +9,7 @@ pub mod file;
 pub mod pool;
 pub mod queue;
 pub mod retention;
+pub mod routing;
 pub mod template;
 
 use std::fmt;

@@ -170,12 +170,17 @@ impl SinkPool {
             .all(|s| s.in_flight < s.capacity)
     }
 
-    /// Stages `frame` for every sink; [`SinkPool::flush`] hands it to the workers. The caller
-    /// checked [`SinkPool::has_room`]. Returns how many sinks will report on it.
+    /// Stages `frame` for every sink whose `match` takes it; [`SinkPool::flush`] hands it to
+    /// the workers. The caller checked [`SinkPool::has_room`]. Returns how many sinks will
+    /// report on it (0: it matches none).
     pub fn submit(&mut self, frame: Arc<Frame>) -> usize {
         assert!(self.has_room(), "submit without room");
         let mut sinks = 0;
-        for slot in self.slots.iter_mut().filter(|s| s.active) {
+        for slot in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.active && s.config.matches.accepts(&frame))
+        {
             slot.in_flight += 1;
             slot.staged.push(frame.clone());
             sinks += 1;
@@ -292,6 +297,7 @@ mod tests {
             workers: 2,
             queue_capacity: 3,
             kind: SinkKind::Discard,
+            matches: Default::default(),
         }];
         let mut pool = SinkPool::start(
             &configs,
