@@ -57,6 +57,8 @@ pub struct SinkStatus {
     pub bytes: u64,
     /// Frames it failed to commit.
     pub failed: u64,
+    /// Frames it dropped because its queue was full (`when_full`).
+    pub dropped: u64,
     /// Frames queued for it or being committed now.
     pub queued: usize,
 }
@@ -176,14 +178,14 @@ impl Status {
         }
         let _ = writeln!(
             out,
-            "\n{:<24} {:>10} {:>14} {:>7} {:>6}",
-            "SINK", "COMMITTED", "BYTES", "FAILED", "QUEUED"
+            "\n{:<24} {:>10} {:>14} {:>7} {:>7} {:>6}",
+            "SINK", "COMMITTED", "BYTES", "FAILED", "DROPPED", "QUEUED"
         );
         for s in &self.sinks {
             let _ = writeln!(
                 out,
-                "{:<24} {:>10} {:>14} {:>7} {:>6}",
-                s.name, s.committed, s.bytes, s.failed, s.queued
+                "{:<24} {:>10} {:>14} {:>7} {:>7} {:>6}",
+                s.name, s.committed, s.bytes, s.failed, s.dropped, s.queued
             );
         }
         out
@@ -229,6 +231,7 @@ mod tests {
                 committed: 2,
                 bytes: 15,
                 failed: 0,
+                dropped: 0,
                 queued: 0,
             }],
         };

@@ -100,6 +100,7 @@ pub struct SinkSection {
     pub keep: Option<Spanned<KeepSection>>,
     #[serde(rename = "match")]
     pub matches: Option<Spanned<MatchSection>>,
+    pub when_full: Option<crate::sink::pool::WhenFull>,
 }
 
 /// `match = { devices = ["door-*"], listeners = ["lan"], formats = ["jpeg"] }` on a sink.

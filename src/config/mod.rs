@@ -114,6 +114,8 @@ pub struct SinkConfig {
     pub queue_capacity: usize,
     /// Which frames it takes (`match`); all without one.
     pub matches: Match,
+    /// What happens to a frame when its queue is full.
+    pub when_full: crate::sink::pool::WhenFull,
     /// What it does.
     pub kind: SinkKind,
 }
@@ -510,6 +512,7 @@ impl Validator<'_> {
             }
         }
         Ok(SinkConfig {
+            when_full: raw.when_full.unwrap_or_default(),
             matches,
             name,
             workers,

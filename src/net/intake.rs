@@ -30,8 +30,9 @@ pub struct Intake {
     pub replies: HashMap<usize, usize>,
     /// Per-device counters for `framegate status`.
     pub devices: DeviceCounters,
-    /// Frames that matched no sink, for the loop to answer as done.
-    pub unrouted: Vec<Arc<Frame>>,
+    /// Frames done without (more) sink reports, and their failure if any: matched no sink,
+    /// or dropped by every sink that took them. The loop answers their devices.
+    pub finished: Vec<(Arc<Frame>, Option<String>)>,
     /// Devices whose unmatched frames were logged already.
     pub unmatched_logged: std::collections::HashSet<Arc<str>>,
     /// Frames in the sinks (by the frame's address): sinks still to report, first failure.
@@ -67,9 +68,18 @@ impl Directory for NativeDevices {
 impl Intake {
     fn submit(&mut self, frame: Arc<Frame>) {
         let key = Arc::as_ptr(&frame) as usize;
-        let sinks = self.pool.submit(frame.clone());
-        if sinks > 0 {
-            self.outstanding.insert(key, (sinks, None));
+        let submitted = self.pool.submit(frame.clone());
+        for (old, why) in submitted.evicted {
+            self.settle_one(&old, why);
+        }
+        if submitted.sinks > 0 {
+            self.outstanding.insert(key, (submitted.sinks, None));
+            return;
+        }
+        if self.pool.matches_any(&frame) {
+            // Every sink that takes it was full and drops rather than blocks.
+            let why = "every sink that takes it was full (when_full drops)".to_string();
+            self.finished.push((frame, Some(why)));
             return;
         }
         // No sink's `match` takes it: nothing to store; it is done (and acknowledged) as is.
@@ -83,7 +93,21 @@ impl Intake {
                 &*frame.listener
             );
         }
-        self.unrouted.push(frame);
+        self.finished.push((frame, None));
+    }
+
+    /// One sink will never report on `frame` (it dropped it): count that as its report.
+    fn settle_one(&mut self, frame: &Arc<Frame>, why: String) {
+        let key = Arc::as_ptr(frame) as usize;
+        let Some(entry) = self.outstanding.get_mut(&key) else {
+            return;
+        };
+        entry.0 -= 1;
+        entry.1.get_or_insert(why);
+        if entry.0 == 0 {
+            let (_, failure) = self.outstanding.remove(&key).expect("just seen");
+            self.finished.push((frame.clone(), failure));
+        }
     }
 
     /// Sends reservations the counters asked for to the store's thread.

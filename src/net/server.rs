@@ -317,7 +317,7 @@ impl Server {
                 replies: HashMap::new(),
                 devices: DeviceCounters::default(),
                 outstanding: HashMap::new(),
-                unrouted: Vec::new(),
+                finished: Vec::new(),
                 unmatched_logged: HashSet::new(),
             },
             control,
@@ -370,9 +370,9 @@ impl Server {
                 Duration::ZERO
             };
             // Frames no sink takes are done at once (their devices are answered).
-            if !self.intake.unrouted.is_empty() {
-                for frame in std::mem::take(&mut self.intake.unrouted) {
-                    self.frame_done(&frame, None);
+            if !self.intake.finished.is_empty() {
+                for (frame, failure) in std::mem::take(&mut self.intake.finished) {
+                    self.frame_done(&frame, failure);
                 }
                 self.send_records();
                 self.flush_answered();
@@ -971,6 +971,7 @@ impl Server {
                     committed: c.committed,
                     bytes: c.bytes,
                     failed: c.failed,
+                    dropped: c.dropped,
                     queued,
                 })
                 .collect(),

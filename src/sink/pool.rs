@@ -44,6 +44,31 @@ pub struct SinkCounts {
     pub bytes: u64,
     /// Frames the sink failed to commit.
     pub failed: u64,
+    /// Frames dropped because its queue was full (`when_full` = drop_newest or drop_oldest).
+    pub dropped: u64,
+}
+
+/// What a sink does with a frame when its queue is full (`when_full`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait: the loop stops reading the devices (TCP pushes back). Nothing is lost.
+    #[default]
+    Block,
+    /// This sink skips the new frame (other sinks still take it).
+    DropNewest,
+    /// This sink discards its oldest queued frame to take the new one.
+    DropOldest,
+}
+
+/// What [`SinkPool::submit`] did with a frame.
+#[derive(Debug, Default)]
+pub struct Submitted {
+    /// Sinks that will report on it.
+    pub sinks: usize,
+    /// Older frames that sinks with `drop_oldest` discarded for it: each will never be
+    /// reported by that sink (the caller settles them).
+    pub evicted: Vec<(Arc<Frame>, String)>,
 }
 
 struct Slot {
@@ -59,6 +84,9 @@ struct Slot {
     in_flight: usize,
     counts: SinkCounts,
     workers: Vec<JoinHandle<()>>,
+    /// Drops not logged yet, and when the last drop line was logged.
+    unlogged_drops: u64,
+    last_drop_log: Option<std::time::Instant>,
 }
 
 /// Every configured sink with its queue and workers. Sinks are identified by their slot index,
@@ -107,6 +135,8 @@ impl SinkPool {
             in_flight: 0,
             counts: SinkCounts::default(),
             workers,
+            unlogged_drops: 0,
+            last_drop_log: None,
         });
         Ok(())
     }
@@ -162,30 +192,71 @@ impl SinkPool {
         }
     }
 
-    /// True when every sink can take one more frame.
+    /// True when every sink that blocks when full can take one more frame (sinks that drop
+    /// never hold devices back).
     pub fn has_room(&self) -> bool {
         self.slots
             .iter()
-            .filter(|s| s.active)
+            .filter(|s| s.active && s.config.when_full == WhenFull::Block)
             .all(|s| s.in_flight < s.capacity)
     }
 
     /// Stages `frame` for every sink whose `match` takes it; [`SinkPool::flush`] hands it to
     /// the workers. The caller checked [`SinkPool::has_room`]. Returns how many sinks will
     /// report on it (0: it matches none).
-    pub fn submit(&mut self, frame: Arc<Frame>) -> usize {
+    pub fn submit(&mut self, frame: Arc<Frame>) -> Submitted {
         assert!(self.has_room(), "submit without room");
-        let mut sinks = 0;
+        let mut done = Submitted::default();
         for slot in self
             .slots
             .iter_mut()
             .filter(|s| s.active && s.config.matches.accepts(&frame))
         {
+            if slot.in_flight >= slot.capacity {
+                match slot.config.when_full {
+                    WhenFull::Block => unreachable!("has_room checked blocking sinks"),
+                    WhenFull::DropNewest => {
+                        slot.note_drop();
+                        continue;
+                    }
+                    WhenFull::DropOldest => {
+                        // Staged frames are the oldest no worker has seen yet only if the
+                        // queue is empty; take from the queue first.
+                        let oldest = slot
+                            .queue
+                            .take_oldest()
+                            .or_else(|| (!slot.staged.is_empty()).then(|| slot.staged.remove(0)));
+                        match oldest {
+                            Some(old) => {
+                                slot.in_flight -= 1;
+                                slot.note_drop();
+                                let why = format!(
+                                    "sink {:?} was full and dropped it for a newer frame (when_full = \"drop_oldest\")",
+                                    slot.name
+                                );
+                                done.evicted.push((old, why));
+                            }
+                            // Everything is in the workers' hands: skip the new one instead.
+                            None => {
+                                slot.note_drop();
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
             slot.in_flight += 1;
             slot.staged.push(frame.clone());
-            sinks += 1;
+            done.sinks += 1;
         }
-        sinks
+        done
+    }
+
+    /// True if some active sink's `match` takes `frame`.
+    pub fn matches_any(&self, frame: &Frame) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.active && s.config.matches.accepts(frame))
     }
 
     /// Hands every staged frame to its sink's workers. The loop calls this before it waits
@@ -248,6 +319,28 @@ impl SinkPool {
     }
 }
 
+impl Slot {
+    /// Counts a drop; logs the drops at most once a minute per sink.
+    fn note_drop(&mut self) {
+        self.counts.dropped += 1;
+        self.unlogged_drops += 1;
+        if self
+            .last_drop_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            log::warn!(
+                "sink {:?} is full (queue_capacity {}): dropped {} frame(s) (when_full = {:?})",
+                self.name,
+                self.capacity,
+                self.unlogged_drops,
+                self.config.when_full
+            );
+            self.unlogged_drops = 0;
+            self.last_drop_log = Some(std::time::Instant::now());
+        }
+    }
+}
+
 impl Drop for SinkPool {
     fn drop(&mut self) {
         self.stop();
@@ -298,6 +391,7 @@ mod tests {
             queue_capacity: 3,
             kind: SinkKind::Discard,
             matches: Default::default(),
+            when_full: WhenFull::Block,
         }];
         let mut pool = SinkPool::start(
             &configs,
@@ -307,7 +401,7 @@ mod tests {
 
         for seq in 1..=3 {
             assert!(pool.has_room());
-            pool.submit(frame(seq));
+            assert_eq!(pool.submit(frame(seq)).sinks, 1);
         }
         assert!(!pool.has_room(), "capacity 3 reached");
         assert!(
@@ -331,7 +425,8 @@ mod tests {
             &SinkCounts {
                 committed: 3,
                 bytes: 30,
-                failed: 0
+                failed: 0,
+                dropped: 0
             }
         );
 
@@ -342,5 +437,41 @@ mod tests {
             rx.recv_timeout(Duration::from_secs(10)).unwrap().frame.seq,
             4
         );
+    }
+
+    #[test]
+    fn full_sinks_that_drop_never_block_and_count_their_drops() {
+        let (tx, _rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let sink = |name: &str, when_full| SinkConfig {
+            name: name.into(),
+            workers: 1,
+            queue_capacity: 2,
+            kind: SinkKind::Discard,
+            matches: Default::default(),
+            when_full,
+        };
+        let mut pool = SinkPool::start(
+            &[
+                sink("newest", WhenFull::DropNewest),
+                sink("oldest", WhenFull::DropOldest),
+            ],
+            Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()),
+        )
+        .unwrap();
+        // Nothing flushed: the frames stay staged, so both queues fill at 2.
+        assert_eq!(pool.submit(frame(1)).sinks, 2);
+        assert_eq!(pool.submit(frame(2)).sinks, 2);
+        assert!(pool.has_room(), "dropping sinks never hold devices back");
+        let third = pool.submit(frame(3));
+        assert_eq!(
+            third.sinks, 1,
+            "drop_newest skipped it, drop_oldest took it"
+        );
+        assert_eq!(third.evicted.len(), 1);
+        assert_eq!(third.evicted[0].0.seq, 1, "the oldest made room");
+        let counts = pool.counts();
+        assert_eq!((counts[0].1.dropped, counts[1].1.dropped), (1, 1));
+        assert_eq!(pool.queued(), [2, 2]);
     }
 }

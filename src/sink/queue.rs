@@ -84,6 +84,11 @@ impl<T> WorkQueue<T> {
         }
     }
 
+    /// Takes the oldest item no worker has taken yet (`when_full = "drop_oldest"`).
+    pub fn take_oldest(&self) -> Option<T> {
+        self.lock().items.pop_front()
+    }
+
     /// Stops the workers once they have taken everything already queued.
     pub fn close(&self) {
         self.lock().closed = true;
