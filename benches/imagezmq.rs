@@ -5,9 +5,12 @@
 //!
 //! `cargo bench --bench imagezmq`; `FG_BENCH_ROUNDS=N` (default 3). Results: docs/BENCHMARKS.md.
 
+#[path = "../tests/devices/venv.rs"]
+mod venv;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
@@ -20,7 +23,7 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
-    let python = venv_python();
+    let python = venv::imagezmq_python();
     let work = tempfile::tempdir().expect("a temp dir");
     let mut rows = Vec::new();
     for (senders, frames, size) in SCENARIOS {
@@ -60,22 +63,6 @@ fn main() {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
-}
-
-fn venv_python() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("imagezmq-venv");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/devices/imagezmq_venv.sh"
-    );
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(&dir)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run imagezmq_venv.sh");
-    assert!(out.status.success(), "making the imagezmq venv failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 fn bench_script(name: &str) -> String {

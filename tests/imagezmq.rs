@@ -4,28 +4,12 @@
 //! stored.
 
 mod common;
+#[path = "devices/venv.rs"]
+mod venv;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::*;
-
-/// The venv's python, made once per target directory (needs PyPI the first time).
-fn venv_python() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("imagezmq-venv");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/devices/imagezmq_venv.sh"
-    );
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(&dir)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run imagezmq_venv.sh");
-    assert!(out.status.success(), "making the imagezmq venv failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 /// One JSON line per image the sender printed: (kind, bytes, sha256, reply).
 fn sent_lines(stdout: &[u8]) -> Vec<String> {
@@ -44,7 +28,7 @@ fn generated(seed: u64, k: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn four_imagezmq_senders_store_two_hundred_frames() {
-    let python = venv_python();
+    let python = venv::imagezmq_python();
     let mut d = Daemon::start(
         &[
             listener("hub", "imagezmq", ""),

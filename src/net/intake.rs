@@ -110,6 +110,37 @@ impl Intake {
         }
     }
 
+    /// A native frame: the device numbers it itself, and its ACK goes back to its connection.
+    /// A resend of a frame still in the sinks waits for that copy. Never refused: the caller
+    /// checked for room.
+    fn admit_native(&mut self, peer: &Peer, frame: Received) {
+        let Origin::Native(device, header) = frame.origin else {
+            unreachable!("called for native frames only");
+        };
+        let key = (device.clone(), header.seq);
+        if let Some(waiting) = self.native.in_flight.get_mut(&key) {
+            waiting.push(peer.conn);
+            return;
+        }
+        self.native.in_flight.insert(key, vec![peer.conn]);
+        self.devices.frame(&device, frame.payload.len(), frame.at);
+        let format = signature::image_format(&frame.payload);
+        self.submit(Arc::new(Frame {
+            listener: peer.listener_name.clone(),
+            device,
+            peer: peer.addr,
+            seq: header.seq,
+            received_at: frame.at,
+            format,
+            payload: frame.payload,
+            native: Some(NativeOrigin {
+                captured_us: header.captured_us,
+                meta: header.meta,
+                reply_to: peer.conn,
+            }),
+        }));
+    }
+
     /// Sends reservations the counters asked for to the store's thread.
     fn request_reservations(&mut self) {
         let wanted = self.sequences.take_wanted();
@@ -127,37 +158,14 @@ impl Admit for Intake {
         if !self.pool.has_room() {
             return Err(frame);
         }
-        let device = match frame.origin {
-            Origin::Legacy => peer.device.clone(),
-            Origin::Imagezmq(ref name) => name.clone(),
-            Origin::Native(..) => Arc::from(""), // taken below
-        };
-        if let Origin::Native(device, header) = frame.origin {
-            let key = (device.clone(), header.seq);
-            if let Some(waiting) = self.native.in_flight.get_mut(&key) {
-                waiting.push(peer.conn);
+        let device = match &frame.origin {
+            Origin::Native(..) => {
+                self.admit_native(peer, frame);
                 return Ok(());
             }
-            self.native.in_flight.insert(key, vec![peer.conn]);
-            self.devices.frame(&device, frame.payload.len(), frame.at);
-            // The device numbers its own frames; the ACK goes back to its connection.
-            let format = signature::image_format(&frame.payload);
-            self.submit(Arc::new(Frame {
-                listener: peer.listener_name.clone(),
-                device,
-                peer: peer.addr,
-                seq: header.seq,
-                received_at: frame.at,
-                format,
-                payload: frame.payload,
-                native: Some(NativeOrigin {
-                    captured_us: header.captured_us,
-                    meta: header.meta,
-                    reply_to: peer.conn,
-                }),
-            }));
-            return Ok(());
-        }
+            Origin::Legacy => peer.device.clone(),
+            Origin::Imagezmq(name) => name.clone(),
+        };
         let seq = self.sequences.next(&device);
         self.request_reservations();
         let Some(seq) = seq else {

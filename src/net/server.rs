@@ -112,6 +112,10 @@ pub struct Server {
     _config_watch: Option<reload::ConfigWatch>,
     /// A change to the config file was seen: reload at this time (debounced).
     reload_due: Option<Instant>,
+    /// Some connection is draining (its listener was removed by a reload).
+    draining: bool,
+    /// When the sweep next does its slower housekeeping.
+    next_tidy: Instant,
     /// Keeps one failing device from drowning the log.
     log_limiter: LineLimiter,
     started: Instant,
@@ -325,6 +329,8 @@ impl Server {
             _config_watch: config_watch,
             reload_due: None,
             log_limiter: LineLimiter::new(config.device_lines_per_minute),
+            draining: false,
+            next_tidy: Instant::now() + STATUS_EVERY,
             started: Instant::now(),
             converter,
             recorder: Some(recorder),
@@ -834,6 +840,10 @@ impl Server {
 
     /// Closes connections of listeners a reload removed, once they are between frames.
     fn close_drained(&mut self) {
+        if !self.draining {
+            return;
+        }
+        self.draining = self.conns.values().any(|c| c.draining);
         let done: Vec<Token> = self
             .conns
             .iter()
@@ -861,7 +871,11 @@ impl Server {
         }
         self.close_drained();
         self.intake.pool.reap();
-        self.log_limiter.forget_quiet(now);
+        if now >= self.next_tidy {
+            // Housekeeping that need not run every sweep: forget quiet devices' log windows.
+            self.next_tidy = now + STATUS_EVERY;
+            self.log_limiter.forget_quiet(now);
+        }
         self.tell_systemd(now);
         let mut idle = Vec::new();
         let mut ping = Vec::new();
@@ -1095,6 +1109,7 @@ impl Server {
                         conn.draining = true;
                         draining += 1;
                     }
+                    self.draining |= draining > 0;
                     info!(
                         "listener {:?} {}: no longer accepting; its {draining} connection(s) close after their current frame",
                         slot.config.name,
