@@ -74,3 +74,47 @@ impl Frame {
         }
     }
 }
+
+impl Frame {
+    /// A copy of everything but the payload (which is left empty), for sinks that replace it.
+    pub fn clone_without_payload(&self) -> Frame {
+        Frame {
+            listener: self.listener.clone(),
+            device: self.device.clone(),
+            peer: self.peer,
+            seq: self.seq,
+            received_at: self.received_at,
+            format: self.format,
+            payload: Vec::new(),
+            native: self.native.clone(),
+        }
+    }
+
+    /// Width and height in pixels, read from the image's header (no decoding); `None` when the
+    /// payload is not an image the `image` crate can read the header of.
+    pub fn dimensions(&self) -> Option<(u32, u32)> {
+        let format = self.format?;
+        image::ImageReader::with_format(std::io::Cursor::new(&self.payload), format)
+            .into_dimensions()
+            .ok()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A legacy frame from device `cam` carrying `payload`, for sink unit tests.
+    pub(crate) fn frame_with(payload: Vec<u8>) -> Frame {
+        Frame {
+            listener: Arc::from("lan"),
+            device: Arc::from("cam"),
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            seq: 7,
+            received_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+            format: signature::image_format(&payload),
+            payload,
+            native: None,
+        }
+    }
+}

@@ -249,10 +249,28 @@ fn check(path: PathBuf) -> ExitCode {
                 f.fsync,
                 f.time_zone
             ),
+            SinkKind::Exec(e) => format!(
+                " command {:?} input {:?} after {:?} concurrency {} timeout {} ack {:?} retries {}",
+                e.command.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+                e.input,
+                e.after,
+                e.concurrency,
+                e.timeout
+                    .map_or("none".into(), |t| humantime::format_duration(t).to_string()),
+                e.ack,
+                e.retries
+            ),
             SinkKind::Discard => String::new(),
         };
+        let stage = match &s.image {
+            Some(i) => format!(
+                " validate {:?} convert {:?} resize {:?} quarantine {:?}",
+                i.validate, i.convert, i.resize, i.quarantine
+            ),
+            None => String::new(),
+        };
         println!(
-            "sink {:?}: {}{detail} workers {} queue_capacity {}",
+            "sink {:?}: {}{detail}{stage} workers {} queue_capacity {}",
             s.name,
             s.kind.type_name(),
             s.workers,

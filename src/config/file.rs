@@ -81,6 +81,8 @@ fn default_framing() -> Framing {
 pub enum SinkType {
     /// `type = "file"`.
     File,
+    /// `type = "exec"`.
+    Exec,
     /// `type = "discard"`.
     Discard,
 }
@@ -101,6 +103,32 @@ pub struct SinkSection {
     #[serde(rename = "match")]
     pub matches: Option<Spanned<MatchSection>>,
     pub when_full: Option<crate::sink::pool::WhenFull>,
+    // exec
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
+    pub input: Option<Spanned<crate::sink::exec::Input>>,
+    pub after: Option<Spanned<String>>,
+    pub env: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub env_passthrough: Option<Spanned<Vec<Spanned<String>>>>,
+    pub concurrency: Option<Spanned<usize>>,
+    pub timeout: Option<Spanned<HumanDuration>>,
+    pub kill_grace: Option<Spanned<HumanDuration>>,
+    pub retries: Option<Spanned<u32>>,
+    pub retry_backoff: Option<Spanned<HumanDuration>>,
+    pub ack: Option<Spanned<crate::sink::exec::Ack>>,
+    // image stage
+    pub validate: Option<Spanned<crate::sink::image::Validate>>,
+    pub quarantine: Option<Spanned<PathBuf>>,
+    pub convert: Option<Spanned<crate::sink::image::Convert>>,
+    pub quality: Option<Spanned<u8>>,
+    pub resize: Option<Spanned<ResizeSection>>,
+}
+
+/// `resize = { max_width = 320, max_height = 240 }` on a sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeSection {
+    pub max_width: Option<Spanned<u32>>,
+    pub max_height: Option<Spanned<u32>>,
 }
 
 /// `match = { devices = ["door-*"], listeners = ["lan"], formats = ["jpeg"] }` on a sink.

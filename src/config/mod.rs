@@ -4,7 +4,9 @@
 //! `framegate check` and a failing start tell the operator exactly what to fix.
 
 mod error;
+mod exec;
 mod file;
+mod image;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -118,6 +120,18 @@ pub struct SinkConfig {
     pub when_full: crate::sink::pool::WhenFull,
     /// What it does.
     pub kind: SinkKind,
+    /// The image stage in front of it (`validate`, `convert`, `resize`), if any.
+    pub image: Option<crate::sink::image::ImageStageConfig>,
+}
+
+impl SinkConfig {
+    /// The sink this one follows (`after`): it gets each frame once that one committed it.
+    pub fn after(&self) -> Option<&str> {
+        match &self.kind {
+            SinkKind::Exec(exec) => exec.after.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// The sink types and their settings.
@@ -125,6 +139,8 @@ pub struct SinkConfig {
 pub enum SinkKind {
     /// Writes each frame to a file.
     File(FileSinkConfig),
+    /// Runs a program per frame.
+    Exec(crate::sink::exec::ExecSinkConfig),
     /// Counts and drops.
     Discard,
 }
@@ -134,6 +150,7 @@ impl SinkKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             SinkKind::File(_) => "file",
+            SinkKind::Exec(_) => "exec",
             SinkKind::Discard => "discard",
         }
     }
@@ -289,6 +306,7 @@ impl Validator<'_> {
             }
             sinks.push(sink);
         }
+        self.check_followers(&raw.sinks, &sinks)?;
         Ok(Config {
             source: self.label.to_string(),
             state_dir: raw
@@ -407,8 +425,18 @@ impl Validator<'_> {
             Some(n) if *n.get_ref() == 0 => Err(self.err(n, format!("{key} must be at least 1"))),
             Some(n) => Ok(*n.get_ref()),
         };
+        self.only_for_type(raw)?;
+        let image = self.image_stage(raw)?;
+        let concurrency = positive(
+            &raw.concurrency,
+            crate::sink::exec::DEFAULT_CONCURRENCY,
+            "concurrency",
+        )?;
         let (default_workers, default_queue) = match raw.kind {
+            // A stage that decodes is CPU work: a worker per core.
+            _ if image.as_ref().is_some_and(|i| i.decodes()) => (cores(), 64),
             SinkType::File => (2, 64),
+            SinkType::Exec => (concurrency, 64),
             SinkType::Discard => (1, 64),
         };
         let workers = positive(&raw.workers, default_workers, "workers")?;
@@ -466,23 +494,8 @@ impl Validator<'_> {
                         .unwrap_or_default(),
                 })
             }
-            SinkType::Discard => {
-                let file_only = [
-                    raw.path.as_ref().map(|p| p.span()),
-                    raw.fsync.as_ref().map(|p| p.span()),
-                    raw.time_zone.as_ref().map(|p| p.span()),
-                    raw.keep.as_ref().map(|p| p.span()),
-                ];
-                if let Some(span) = file_only.into_iter().flatten().next() {
-                    return Err(ConfigError::at(
-                        self.label,
-                        self.source,
-                        span,
-                        "only file sinks take path, fsync, time_zone and keep; remove it or set type = \"file\"",
-                    ));
-                }
-                SinkKind::Discard
-            }
+            SinkType::Exec => SinkKind::Exec(self.exec(section, concurrency)?),
+            SinkType::Discard => SinkKind::Discard,
         };
         let mut matches = Match::default();
         if let Some(m) = &raw.matches {
@@ -512,6 +525,7 @@ impl Validator<'_> {
             }
         }
         Ok(SinkConfig {
+            image,
             when_full: raw.when_full.unwrap_or_default(),
             matches,
             name,
@@ -531,6 +545,11 @@ impl Validator<'_> {
         }
         Ok(text.clone())
     }
+}
+
+/// Worker threads for CPU-bound sinks: one per core.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Parses `host:port`, resolving a host name (such as `localhost`) once, at load time.

@@ -219,3 +219,138 @@ fn log_output_keys() {
         .to_string();
     assert!(err.contains("test.toml:2:"), "{err}");
 }
+
+const EXEC: &str = r#"
+[[listener]]
+name = "lan"
+bind = "127.0.0.1:0"
+
+[[sink]]
+name = "archive"
+type = "file"
+path = "/tmp/fg/{device}/{seq}.{ext}"
+
+[[sink]]
+name = "hook"
+type = "exec"
+command = ["/usr/local/bin/on-frame", "{path}", "--device={device}"]
+after = "archive"
+env = { SITE = "north" }
+env_passthrough = ["TZ"]
+concurrency = 3
+timeout = "5s"
+kill_grace = "1s"
+retries = 2
+retry_backoff = "100ms"
+ack = "spawn"
+
+[[sink]]
+name = "thumbs"
+type = "file"
+path = "/tmp/fg/thumbs/{seq}.{ext}"
+validate = "decode"
+quarantine = "/tmp/fg/quarantine"
+convert = "jpeg"
+quality = 70
+resize = { max_width = 320, max_height = 240 }
+"#;
+
+#[test]
+fn exec_and_image_stage_keys() {
+    let config = parse(EXEC).unwrap();
+    let hook = &config.sinks[1];
+    assert_eq!(hook.after(), Some("archive"));
+    assert_eq!(
+        hook.workers, 3,
+        "an exec sink's workers default to its concurrency"
+    );
+    let SinkKind::Exec(exec) = &hook.kind else {
+        panic!("not exec")
+    };
+    assert_eq!(exec.command.len(), 3);
+    assert_eq!(exec.input, crate::sink::exec::Input::None);
+    assert_eq!(exec.env, [("SITE".to_string(), "north".to_string())]);
+    assert_eq!(exec.env_passthrough, ["TZ"]);
+    assert_eq!(exec.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(exec.kill_grace, Duration::from_secs(1));
+    assert_eq!((exec.retries, exec.ack), (2, crate::sink::exec::Ack::Spawn));
+    let image = config.sinks[2].image.as_ref().unwrap();
+    assert_eq!(image.resize, Some((320, 240)));
+    assert_eq!(image.quality, 70);
+    assert!(image.decodes());
+    assert!(config.sinks[0].image.is_none());
+}
+
+#[test]
+fn exec_and_image_mistakes_name_the_key() {
+    let cases = [
+        (
+            "after = \"archive\"",
+            "after = \"nope\"",
+            "after",
+            "no [[sink]]",
+        ),
+        (
+            "after = \"archive\"",
+            "after = \"thumbs\"\ninput = \"file\"",
+            "input",
+            "already gives",
+        ),
+        ("after = \"archive\"", "", "command", "{path} is only set"),
+        (
+            "\"--device={device}\"",
+            "\"{devise}\"",
+            "command",
+            "unknown placeholder",
+        ),
+        (
+            "\"/usr/local/bin/on-frame\"",
+            "\"{device}\"",
+            "command",
+            "fixed text",
+        ),
+        (
+            "SITE = \"north\"",
+            "FRAMEGATE_SEQ = \"1\"",
+            "env",
+            "FRAMEGATE_",
+        ),
+        (
+            "timeout = \"5s\"",
+            "timeout = \"0s\"",
+            "timeout",
+            "more than 0",
+        ),
+        (
+            "ack = \"spawn\"",
+            "ack = \"later\"",
+            "ack",
+            "unknown variant",
+        ),
+        ("quality = 70", "quality = 0", "quality", "1 to 100"),
+        (
+            "max_width = 320, max_height = 240",
+            "",
+            "resize",
+            "max_width",
+        ),
+        (
+            "validate = \"decode\"",
+            "validate = \"off\"",
+            "quarantine",
+            "validate",
+        ),
+        (
+            "path = \"/tmp/fg/{device}/{seq}.{ext}\"",
+            "path = \"/tmp/fg/{seq}\"\nretries = 1",
+            "retries",
+            "only exec sinks",
+        ),
+    ];
+    for (from, to, key, says) in cases {
+        let src = EXEC.replacen(from, to, 1);
+        let err = parse(&src).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some(key), "{from} -> {to}: {err}");
+        assert!(err.message.contains(says), "{from} -> {to}: {err}");
+    }
+}

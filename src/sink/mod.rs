@@ -5,7 +5,9 @@
 //! processes, upstream hosts): it never runs on the loop thread.
 
 pub mod discard;
+pub mod exec;
 pub mod file;
+pub mod image;
 pub mod pool;
 pub mod queue;
 pub mod retention;
@@ -53,4 +55,11 @@ pub trait Sink: Send + Sync {
     /// Stores, forwards or otherwise handles one frame; returns once the frame is committed
     /// (for the file sink: renamed into place and fsynced).
     fn commit(&self, frame: &Frame) -> Result<Committed, SinkError>;
+
+    /// Handles a frame that the sink this one follows (`after`) committed as `before`.
+    /// Sinks that do not care where the frame went handle it as any other.
+    fn commit_after(&self, frame: &Frame, before: &Committed) -> Result<Committed, SinkError> {
+        let _ = before;
+        self.commit(frame)
+    }
 }

@@ -13,7 +13,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::discard::DiscardSink;
+use super::exec::ExecSink;
 use super::file::FileSink;
+use super::image::Staged;
 use super::queue::WorkQueue;
 use super::{Committed, Sink, SinkError};
 use crate::config::{SinkConfig, SinkKind};
@@ -30,6 +32,27 @@ pub struct Completion {
     pub result: Result<Committed, SinkError>,
     /// How long the commit took.
     pub elapsed: Duration,
+}
+
+/// One frame for one sink's workers.
+#[derive(Debug)]
+pub struct Job {
+    /// The frame.
+    pub frame: Arc<Frame>,
+    /// For a sink with `after`: what the sink it follows committed (the file's path).
+    pub after: Option<Committed>,
+    /// Sinks that follow this one for this frame (`after = "<this sink>"`): each gets the
+    /// frame once this sink committed it, or a failure report if it did not.
+    then: Vec<Follower>,
+}
+
+/// A sink waiting for another sink's commit of a frame; it was counted (and its room
+/// reserved) when the frame was submitted.
+#[derive(Debug)]
+struct Follower {
+    sink: usize,
+    name: String,
+    queue: Arc<WorkQueue<Job>>,
 }
 
 /// Called on a worker thread for each completion.
@@ -77,9 +100,9 @@ struct Slot {
     config: SinkConfig,
     /// False once a reload replaced or removed it: it takes no new frames, finishes its queue.
     active: bool,
-    queue: Arc<WorkQueue<Arc<Frame>>>,
+    queue: Arc<WorkQueue<Job>>,
     /// Submitted this turn, not yet handed to the workers.
-    staged: Vec<Arc<Frame>>,
+    staged: Vec<Job>,
     capacity: usize,
     in_flight: usize,
     counts: SinkCounts,
@@ -113,16 +136,22 @@ impl SinkPool {
         let index = self.slots.len();
         let sink: Arc<dyn Sink> = match &config.kind {
             SinkKind::File(file) => Arc::new(FileSink::new(&config.name, file.clone())),
+            SinkKind::Exec(exec) => Arc::new(ExecSink::new(&config.name, exec.clone())),
             SinkKind::Discard => Arc::new(DiscardSink::new()),
+        };
+        let sink: Arc<dyn Sink> = match &config.image {
+            Some(stage) => Arc::new(Staged::new(&config.name, stage.clone(), sink)),
+            None => sink,
         };
         let queue = Arc::new(WorkQueue::new());
         let mut workers = Vec::with_capacity(config.workers);
         for w in 0..config.workers {
             let (sink, queue, notify) = (sink.clone(), queue.clone(), self.notify.clone());
+            let name = config.name.clone();
             workers.push(
                 thread::Builder::new()
                     .name(format!("fg-sink-{}-{w}", config.name))
-                    .spawn(move || work(index, &*sink, &queue, &*notify))?,
+                    .spawn(move || work(index, &name, &*sink, &queue, &*notify))?,
             );
         }
         self.slots.push(Slot {
@@ -150,7 +179,11 @@ impl SinkPool {
         for slot in self.slots.iter_mut().filter(|s| s.active) {
             if !configs.contains(&slot.config) {
                 slot.active = false;
-                slot.queue.close();
+                // A retired sink may still get frames it reserved room for as a follower
+                // (`after`); its queue closes once nothing is in flight (see `reap`).
+                if slot.in_flight == 0 {
+                    slot.queue.close();
+                }
                 let replaced = configs.iter().any(|c| c.name == slot.name);
                 changes.push(format!(
                     "sink {:?} {}; its {} queued frame(s) finish on the old one",
@@ -186,6 +219,7 @@ impl SinkPool {
             .iter_mut()
             .filter(|s| !s.active && s.in_flight == 0)
         {
+            slot.queue.close();
             for worker in slot.workers.drain(..) {
                 let _ = worker.join();
             }
@@ -202,61 +236,106 @@ impl SinkPool {
     }
 
     /// Stages `frame` for every sink whose `match` takes it; [`SinkPool::flush`] hands it to
-    /// the workers. The caller checked [`SinkPool::has_room`]. Returns how many sinks will
-    /// report on it (0: it matches none).
+    /// the workers. Sinks that follow another (`after`) are counted and their room reserved
+    /// now, and get the frame from the sink they follow once it committed it. The caller
+    /// checked [`SinkPool::has_room`]. Returns how many sinks will report on it (0: it matches
+    /// none) and the older frames that `drop_oldest` sinks discarded for it.
     pub fn submit(&mut self, frame: Arc<Frame>) -> Submitted {
         assert!(self.has_room(), "submit without room");
         let mut done = Submitted::default();
-        for slot in self
-            .slots
-            .iter_mut()
-            .filter(|s| s.active && s.config.matches.accepts(&frame))
-        {
-            if slot.in_flight >= slot.capacity {
-                match slot.config.when_full {
-                    WhenFull::Block => unreachable!("has_room checked blocking sinks"),
-                    WhenFull::DropNewest => {
-                        slot.note_drop();
-                        continue;
-                    }
-                    WhenFull::DropOldest => {
-                        // Staged frames are the oldest no worker has seen yet only if the
-                        // queue is empty; take from the queue first.
-                        let oldest = slot
-                            .queue
-                            .take_oldest()
-                            .or_else(|| (!slot.staged.is_empty()).then(|| slot.staged.remove(0)));
-                        match oldest {
-                            Some(old) => {
-                                slot.in_flight -= 1;
-                                slot.note_drop();
-                                let why = format!(
-                                    "sink {:?} was full and dropped it for a newer frame (when_full = \"drop_oldest\")",
-                                    slot.name
-                                );
-                                done.evicted.push((old, why));
-                            }
-                            // Everything is in the workers' hands: skip the new one instead.
-                            None => {
-                                slot.note_drop();
-                                continue;
-                            }
-                        }
-                    }
-                }
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            if !slot.active || slot.config.after().is_some() || !slot.config.matches.accepts(&frame)
+            {
+                continue;
             }
+            if slot.in_flight >= slot.capacity && !self.make_room(index, &mut done) {
+                continue;
+            }
+            let then = self.reserve_followers(index, &frame);
+            done.sinks += 1 + then.len();
+            let slot = &mut self.slots[index];
             slot.in_flight += 1;
-            slot.staged.push(frame.clone());
-            done.sinks += 1;
+            slot.staged.push(Job {
+                frame: frame.clone(),
+                after: None,
+                then,
+            });
         }
         done
+    }
+
+    /// A full sink that drops: frees a place (`drop_oldest`) or skips the new frame
+    /// (`drop_newest`, or nothing queued to evict). Returns true if the frame may be queued.
+    fn make_room(&mut self, index: usize, done: &mut Submitted) -> bool {
+        let slot = &mut self.slots[index];
+        match slot.config.when_full {
+            WhenFull::Block => unreachable!("has_room checked blocking sinks"),
+            WhenFull::DropNewest => {
+                slot.note_drop();
+                false
+            }
+            WhenFull::DropOldest => {
+                // Staged frames are the oldest no worker has seen yet only if the queue is
+                // empty; take from the queue first.
+                let oldest = slot
+                    .queue
+                    .take_oldest()
+                    .or_else(|| (!slot.staged.is_empty()).then(|| slot.staged.remove(0)));
+                let Some(old) = oldest else {
+                    // Everything is in the workers' hands: skip the new one instead.
+                    slot.note_drop();
+                    return false;
+                };
+                slot.in_flight -= 1;
+                slot.note_drop();
+                let why = format!(
+                    "sink {:?} was full and dropped it for a newer frame (when_full = \"drop_oldest\")",
+                    slot.name
+                );
+                // Its followers will never see it either: release their room, settle them.
+                for follower in &old.then {
+                    self.slots[follower.sink].in_flight -= 1;
+                    done.evicted.push((old.frame.clone(), why.clone()));
+                }
+                done.evicted.push((old.frame, why));
+                true
+            }
+        }
+    }
+
+    /// Reserves room on every active sink that follows sink `index` and takes `frame`. A
+    /// follower that is full and drops skips the frame (for followers, `drop_oldest` acts as
+    /// `drop_newest`: what they hold is already in their workers' hands or promised).
+    fn reserve_followers(&mut self, index: usize, frame: &Frame) -> Vec<Follower> {
+        let leader = self.slots[index].name.clone();
+        let mut then = Vec::new();
+        for (sink, slot) in self.slots.iter_mut().enumerate() {
+            if !slot.active
+                || slot.config.after() != Some(leader.as_str())
+                || !slot.config.matches.accepts(frame)
+            {
+                continue;
+            }
+            if slot.in_flight >= slot.capacity && slot.config.when_full != WhenFull::Block {
+                slot.note_drop();
+                continue;
+            }
+            slot.in_flight += 1;
+            then.push(Follower {
+                sink,
+                name: slot.name.clone(),
+                queue: slot.queue.clone(),
+            });
+        }
+        then
     }
 
     /// True if some active sink's `match` takes `frame`.
     pub fn matches_any(&self, frame: &Frame) -> bool {
         self.slots
             .iter()
-            .any(|s| s.active && s.config.matches.accepts(frame))
+            .any(|s| s.active && s.config.after().is_none() && s.config.matches.accepts(frame))
     }
 
     /// Hands every staged frame to its sink's workers. The loop calls this before it waits
@@ -305,15 +384,22 @@ impl SinkPool {
     }
 
     /// Closes the queues and waits for the workers, which finish what was queued (and
-    /// staged) first.
+    /// staged) first. Sinks that others follow finish first, so their followers get every
+    /// frame they were promised before their own queues close.
     pub fn stop(&mut self) {
         self.flush();
-        for slot in &mut self.slots {
-            slot.queue.close();
-        }
-        for slot in &mut self.slots {
-            for worker in slot.workers.drain(..) {
-                let _ = worker.join();
+        for followers in [false, true] {
+            for slot in &mut self.slots {
+                if slot.config.after().is_some() == followers {
+                    slot.queue.close();
+                }
+            }
+            for slot in &mut self.slots {
+                if slot.config.after().is_some() == followers {
+                    for worker in slot.workers.drain(..) {
+                        let _ = worker.join();
+                    }
+                }
             }
         }
     }
@@ -347,14 +433,41 @@ impl Drop for SinkPool {
     }
 }
 
-fn work(index: usize, sink: &dyn Sink, queue: &WorkQueue<Arc<Frame>>, notify: &dyn Fn(Completion)) {
+fn work(
+    index: usize,
+    name: &str,
+    sink: &dyn Sink,
+    queue: &WorkQueue<Job>,
+    notify: &dyn Fn(Completion),
+) {
     // The queue's lock is held only to take a frame, never while committing it.
-    while let Some(frame) = queue.pop() {
+    while let Some(job) = queue.pop() {
         let started = Instant::now();
-        let result = sink.commit(&frame);
+        let result = match &job.after {
+            Some(before) => sink.commit_after(&job.frame, before),
+            None => sink.commit(&job.frame),
+        };
+        for follower in job.then {
+            match &result {
+                Ok(committed) => follower.queue.push(Job {
+                    frame: job.frame.clone(),
+                    after: Some(committed.clone()),
+                    then: Vec::new(),
+                }),
+                Err(e) => notify(Completion {
+                    sink: follower.sink,
+                    frame: job.frame.clone(),
+                    result: Err(SinkError::new(format!(
+                        "sink {:?} did not run: sink {name:?}, which it follows (after), did not store the frame: {e}",
+                        follower.name
+                    ))),
+                    elapsed: Duration::ZERO,
+                }),
+            }
+        }
         notify(Completion {
             sink: index,
-            frame,
+            frame: job.frame,
             result,
             elapsed: started.elapsed(),
         });
@@ -392,6 +505,7 @@ mod tests {
             kind: SinkKind::Discard,
             matches: Default::default(),
             when_full: WhenFull::Block,
+            image: None,
         }];
         let mut pool = SinkPool::start(
             &configs,
@@ -450,6 +564,7 @@ mod tests {
             kind: SinkKind::Discard,
             matches: Default::default(),
             when_full,
+            image: None,
         };
         let mut pool = SinkPool::start(
             &[
@@ -473,5 +588,106 @@ mod tests {
         let counts = pool.counts();
         assert_eq!((counts[0].1.dropped, counts[1].1.dropped), (1, 1));
         assert_eq!(pool.queued(), [2, 2]);
+    }
+
+    fn follower_pool(dir: &std::path::Path) -> (SinkPool, mpsc::Receiver<Completion>) {
+        use crate::sink::exec::args::ArgTemplate;
+        use crate::sink::exec::{Ack, ExecSinkConfig, Input};
+        use crate::sink::file::FileSinkConfig;
+        use crate::sink::template::PathTemplate;
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let archive = SinkConfig {
+            name: "archive".into(),
+            workers: 1,
+            queue_capacity: 4,
+            kind: SinkKind::File(FileSinkConfig {
+                path: PathTemplate::parse(&format!("{}/{{seq}}.{{ext}}", dir.display())).unwrap(),
+                fsync: false,
+                time_zone: Default::default(),
+                keep: Default::default(),
+            }),
+            matches: Default::default(),
+            when_full: WhenFull::Block,
+            image: None,
+        };
+        // The hook succeeds only if the file it is given exists.
+        let command = ["/bin/sh", "-c", "test -f \"$1\"", "sh", "{path}"];
+        let hook = SinkConfig {
+            name: "hook".into(),
+            workers: 1,
+            queue_capacity: 4,
+            kind: SinkKind::Exec(ExecSinkConfig {
+                command: command
+                    .iter()
+                    .map(|a| ArgTemplate::parse(a).unwrap())
+                    .collect(),
+                input: Input::None,
+                after: Some("archive".into()),
+                env: Vec::new(),
+                env_passthrough: Vec::new(),
+                concurrency: 1,
+                timeout: Some(Duration::from_secs(30)),
+                kill_grace: Duration::from_secs(1),
+                retries: 0,
+                retry_backoff: Duration::from_secs(1),
+                ack: Ack::Exit,
+            }),
+            matches: Default::default(),
+            when_full: WhenFull::Block,
+            image: None,
+        };
+        let pool = SinkPool::start(
+            &[hook, archive],
+            Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()),
+        )
+        .unwrap();
+        (pool, rx)
+    }
+
+    #[test]
+    fn a_follower_gets_the_path_its_leader_committed_and_is_counted_at_submission() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pool, rx) = follower_pool(dir.path());
+        let submitted = pool.submit(frame(1));
+        assert_eq!(submitted.sinks, 2, "the follower is counted up front");
+        assert_eq!(pool.queued(), [1, 1], "and its room reserved");
+        pool.flush();
+        let mut reports = Vec::new();
+        for _ in 0..2 {
+            let c = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            pool.complete(&c);
+            reports.push((c.sink, c.result));
+        }
+        reports.sort_by_key(|r| r.0);
+        let path = dir.path().join("1.bin");
+        assert_eq!(reports[0].1.as_ref().unwrap().path.as_deref(), Some(&*path));
+        assert_eq!(reports[1].1.as_ref().unwrap().path.as_deref(), Some(&*path));
+        assert_eq!(pool.in_flight(), 0);
+    }
+
+    #[test]
+    fn when_the_leader_fails_the_follower_reports_a_failure_without_running() {
+        let dir = tempfile::tempdir().unwrap();
+        // The archive's directory is a file: every commit fails (ENOTDIR).
+        let blocked = dir.path().join("blocked");
+        std::fs::write(&blocked, b"not a directory").unwrap();
+        let (mut pool, rx) = follower_pool(&blocked);
+        assert_eq!(pool.submit(frame(1)).sinks, 2);
+        pool.flush();
+        let mut errors = Vec::new();
+        for _ in 0..2 {
+            let c = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            pool.complete(&c);
+            errors.push(c.result.unwrap_err().message);
+        }
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("did not run") && e.contains("\"archive\"")),
+            "{errors:?}"
+        );
+        assert_eq!(pool.counts()[0].1.failed, 1);
+        assert_eq!(pool.counts()[1].1.failed, 1);
     }
 }

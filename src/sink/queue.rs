@@ -65,6 +65,11 @@ impl<T> WorkQueue<T> {
         }
     }
 
+    /// Appends one item (from a worker handing a frame on to a sink that follows its own).
+    pub fn push(&self, item: T) {
+        self.push_batch(&mut vec![item]);
+    }
+
     /// The next item, waiting for one; `None` once the queue is closed and empty.
     pub fn pop(&self) -> Option<T> {
         let mut state = self.lock();
