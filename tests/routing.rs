@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::IpAddr;
 
 use common::*;
-use framegate::protocol::wire::checksum;
-use framegate::protocol::{ContentType, Decoded, FrameHeader, Message, MessageDecoder};
+use framegate::protocol::Message;
 
 fn sink(name: &str, matches: &str) -> String {
     format!(
@@ -21,39 +19,6 @@ fn count(d: &Daemon, sink: &str, device: &str) -> usize {
     std::fs::read_dir(d.dir.join(sink).join(device)).map_or(0, |r| {
         r.filter(|e| !is_tmp(&e.as_ref().unwrap().path())).count()
     })
-}
-
-/// Sends one native frame as `device` and returns the server's answer.
-fn native_frame(to: std::net::SocketAddr, device: &str, payload: &[u8]) -> Message {
-    let mut stream = std::net::TcpStream::connect(to).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut bytes = Vec::new();
-    Message::Hello {
-        device: device.into(),
-        has_secret: false,
-    }
-    .encode(&mut bytes);
-    Message::Frame(FrameHeader {
-        seq: 1,
-        captured_us: 0,
-        content_type: ContentType::Jpeg,
-        meta: vec![],
-        payload_len: payload.len() as u32,
-        crc32c: checksum(payload),
-    })
-    .encode(&mut bytes);
-    bytes.extend_from_slice(payload);
-    stream.write_all(&bytes).unwrap();
-    let mut decoder = MessageDecoder::new(0);
-    let mut buf = [0u8; 1];
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        assert_eq!(stream.read(&mut buf).unwrap(), 1, "closed early: {seen:?}");
-        if let Some(Decoded::Message(m)) = decoder.feed(&buf).unwrap().event {
-            seen.push(m);
-        }
-    }
-    seen.pop().unwrap()
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! | `{ext}`      | `jpg`, `png`, `gif`, `bmp`, `webp`, `tiff`, else `bin`           |
 //! | `{format}`   | `jpeg`, `png`, …, else `unknown`                                 |
 //! | `{size}`     | the payload size in bytes                                        |
+//! | `{width}`, `{height}` | pixels, from the image header (after a sink's `convert`/`resize`); `0` when unknown |
 //! | `{date}`     | the frame's date, `YYYY-MM-DD`                                   |
 //! | `{time}`     | the frame's time, `HHMMSS.mmm`                                   |
 //! | `{%...}`     | strftime (chrono) of the frame's time, e.g. `{%Y/%m/%d}`        |
@@ -54,7 +55,7 @@ const MAX_SEQ_WIDTH: usize = 20;
 
 /// What the operator can write between braces, for error messages.
 const KNOWN: &str =
-    "{listener} {device} {seq} {seq:0N} {ext} {format} {size} {date} {time} {%strftime}";
+    "{listener} {device} {seq} {seq:0N} {ext} {format} {size} {width} {height} {date} {time} {%strftime}";
 
 /// One parsed part of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,8 @@ enum Piece {
     Ext,
     Format,
     Size,
+    Width,
+    Height,
     Date,
     Time,
     /// A strftime pattern, already checked to hold no invalid specifier.
@@ -186,6 +189,10 @@ impl PathTemplate {
                 Piece::Format => out.push_str(&sanitize(&frame.format_name())),
                 Piece::Size => {
                     let _ = write!(out, "{}", frame.size());
+                }
+                Piece::Width | Piece::Height => {
+                    let (w, h) = frame.dimensions().unwrap_or((0, 0));
+                    let _ = write!(out, "{}", if *piece == Piece::Width { w } else { h });
                 }
                 Piece::Date => strftime(&mut out, when, "%Y-%m-%d")?,
                 Piece::Time => strftime(&mut out, when, "%H%M%S%.3f")?,
@@ -323,6 +330,8 @@ fn placeholder(body: &str) -> Result<Piece, String> {
         "ext" => Piece::Ext,
         "format" => Piece::Format,
         "size" => Piece::Size,
+        "width" => Piece::Width,
+        "height" => Piece::Height,
         "date" => Piece::Date,
         "time" => Piece::Time,
         _ if body.starts_with('%') => {

@@ -608,3 +608,45 @@ pub fn assert_ok(what: &str, output: &Output) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Sends one native frame (seq 1) as `device` and returns the server's answer to it
+/// (after its WELCOME): an ACK or a NACK.
+pub fn native_frame(
+    to: std::net::SocketAddr,
+    device: &str,
+    payload: &[u8],
+) -> framegate::protocol::Message {
+    let mut stream = std::net::TcpStream::connect(to).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut bytes = Vec::new();
+    framegate::protocol::Message::Hello {
+        device: device.into(),
+        has_secret: false,
+    }
+    .encode(&mut bytes);
+    framegate::protocol::Message::Frame(framegate::protocol::FrameHeader {
+        seq: 1,
+        captured_us: 0,
+        content_type: framegate::protocol::ContentType::Jpeg,
+        meta: vec![],
+        payload_len: payload.len() as u32,
+        crc32c: framegate::protocol::wire::checksum(payload),
+    })
+    .encode(&mut bytes);
+    bytes.extend_from_slice(payload);
+    std::io::Write::write_all(&mut stream, &bytes).unwrap();
+    let mut decoder = framegate::protocol::MessageDecoder::new(0);
+    let mut buf = [0u8; 1];
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        assert_eq!(
+            std::io::Read::read(&mut stream, &mut buf).unwrap(),
+            1,
+            "closed early: {seen:?}"
+        );
+        if let Some(framegate::protocol::Decoded::Message(m)) = decoder.feed(&buf).unwrap().event {
+            seen.push(m);
+        }
+    }
+    seen.pop().unwrap()
+}
