@@ -1,0 +1,95 @@
+//! `when_full = "block"` with a slow hook: the daemon stops reading the device instead of
+//! buffering, so its memory stays bounded while far more data than that is sent, and every
+//! frame still reaches the hook.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Resident memory of `pid` in KiB (`VmRSS`, or `VmHWM` for the peak).
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+#[test]
+fn a_slow_hook_holds_devices_back_and_memory_stays_bounded() {
+    const FRAMES: usize = 60;
+    const FRAME_BYTES: usize = 1 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let hook = dir.join("slow.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\nsleep 0.05\necho \"$FRAMEGATE_SEQ\" >> \"$(dirname \"$0\")/seen\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut d = Daemon::start_in(
+        dir,
+        &[
+            listener("lan", "u32le", "max_frame_bytes = \"2MiB\""),
+            r#"
+[[sink]]
+name = "slow"
+type = "exec"
+command = ["@DIR@/slow.sh"]
+input = "none"
+concurrency = 1
+queue_capacity = 4
+when_full = "block"
+"#
+            .into(),
+        ]
+        .concat(),
+    );
+    let pid = d.pid();
+    let baseline = memory_kib(pid, "VmRSS:");
+    let sent = frames(11, FRAMES, FRAME_BYTES - 1000, FRAME_BYTES);
+    let total: usize = sent.iter().map(Vec::len).sum();
+    let bytes = encode(Wire::U32Le, &sent);
+    let stream = connect(d.addr("lan"));
+    let sender = std::thread::spawn(move || send_and_finish(stream, &bytes));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut peak_sampled = 0;
+    loop {
+        peak_sampled = peak_sampled.max(memory_kib(pid, "VmRSS:"));
+        let seen = std::fs::read_to_string(dir.join("seen")).map_or(0, |s| s.lines().count());
+        if seen == FRAMES {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} of {FRAMES} frames reached the hook"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sender.join().unwrap();
+    let peak = memory_kib(pid, "VmHWM:").max(peak_sampled);
+    let grew_mib = (peak.saturating_sub(baseline)) as f64 / 1024.0;
+    let sent_mib = total as f64 / (1 << 20) as f64;
+    eprintln!(
+        "baseline {baseline} KiB, peak {peak} KiB: grew {grew_mib:.1} MiB while {sent_mib:.1} MiB were sent"
+    );
+    // Queue of 4 frames + the one being read + buffers: a handful of MiB, never the 60 sent.
+    assert!(
+        grew_mib < 24.0,
+        "memory grew {grew_mib:.1} MiB for {sent_mib:.1} MiB sent"
+    );
+    let seen = std::fs::read_to_string(dir.join("seen")).unwrap();
+    let mut seqs: Vec<u64> = seen.lines().map(|l| l.parse().unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=FRAMES as u64).collect::<Vec<_>>(),
+        "every frame, once"
+    );
+    assert_eq!(d.terminate().code(), Some(0));
+}
