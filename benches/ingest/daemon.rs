@@ -143,8 +143,14 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with the listener's framing chosen.
     pub fn start_with(dir: &Path, sink: SinkKind, framing: Framing) -> Result<Daemon, String> {
+        Daemon::start_config(dir, &config(dir, sink, framing))
+    }
+
+    /// Starts the daemon on a config written by the caller (one listener, which devices
+    /// connect to), waits for `framegate ready`.
+    pub fn start_config(dir: &Path, text: &str) -> Result<Daemon, String> {
         let config_path: PathBuf = dir.join("framegate.toml");
-        fs::write(&config_path, config(dir, sink, framing))
+        fs::write(&config_path, text)
             .map_err(|e| format!("writing {}: {e}", config_path.display()))?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_framegate"))
             .arg("run")
