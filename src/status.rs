@@ -61,6 +61,10 @@ pub struct SinkStatus {
     pub dropped: u64,
     /// Frames queued for it or being committed now.
     pub queued: usize,
+    /// Figures particular to the sink's type, e.g. an exec sink's `hook_runs`,
+    /// `hook_failures` and `hook_timeouts`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub details: std::collections::BTreeMap<String, u64>,
 }
 
 /// Per-device counters kept by the event loop.
@@ -187,6 +191,11 @@ impl Status {
                 "{:<24} {:>10} {:>14} {:>7} {:>7} {:>6}",
                 s.name, s.committed, s.bytes, s.failed, s.dropped, s.queued
             );
+            if !s.details.is_empty() {
+                let details: Vec<String> =
+                    s.details.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let _ = writeln!(out, "{:<24} {}", "", details.join(", "));
+            }
         }
         out
     }
@@ -233,6 +242,7 @@ mod tests {
                 failed: 0,
                 dropped: 0,
                 queued: 0,
+                details: [("hook_runs".to_string(), 3)].into(),
             }],
         };
         let table = status.table(at + Duration::from_secs(7));
@@ -249,6 +259,7 @@ mod tests {
                 .any(|l| l.starts_with("idle") && l.contains("never")),
             "{table}"
         );
+        assert!(table.contains("hook_runs 3"), "{table}");
         let json = serde_json::to_string(&status).unwrap();
         assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), status);
     }

@@ -370,6 +370,9 @@ retry_backoff = "50ms"
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let sink = &status["sinks"][0];
     assert_eq!(sink["failed"], 1, "{status}");
+    assert_eq!(sink["details"]["hook_runs"], 3, "{status}");
+    assert_eq!(sink["details"]["hook_failures"], 3, "{status}");
+    assert_eq!(sink["details"]["hook_timeouts"], 0, "{status}");
     assert_eq!(d.terminate().code(), Some(0));
 }
 

@@ -969,6 +969,7 @@ impl Server {
             *connections.entry(device).or_default() += 1;
         }
         let queued: Vec<usize> = self.intake.pool.queued();
+        let details = self.intake.pool.details();
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
@@ -980,13 +981,18 @@ impl Server {
                 .counts()
                 .into_iter()
                 .zip(queued)
-                .map(|((name, c), queued)| SinkStatus {
+                .zip(details)
+                .map(|(((name, c), queued), details)| SinkStatus {
                     name: name.to_string(),
                     committed: c.committed,
                     bytes: c.bytes,
                     failed: c.failed,
                     dropped: c.dropped,
                     queued,
+                    details: details
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
                 })
                 .collect(),
         }

@@ -62,4 +62,9 @@ pub trait Sink: Send + Sync {
         let _ = before;
         self.commit(frame)
     }
+
+    /// Figures particular to the sink's type, for `framegate status` (name, value).
+    fn details(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

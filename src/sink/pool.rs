@@ -103,6 +103,8 @@ struct Slot {
     queue: Arc<WorkQueue<Job>>,
     /// Submitted this turn, not yet handed to the workers.
     staged: Vec<Job>,
+    /// The sink itself, shared with its workers (for its [`Sink::details`]).
+    sink: Arc<dyn Sink>,
     capacity: usize,
     in_flight: usize,
     counts: SinkCounts,
@@ -160,6 +162,7 @@ impl SinkPool {
             active: true,
             queue,
             staged: Vec::new(),
+            sink,
             capacity: config.queue_capacity,
             in_flight: 0,
             counts: SinkCounts::default(),
@@ -380,6 +383,15 @@ impl SinkPool {
             .iter()
             .filter(|s| s.active)
             .map(|s| (s.name.as_str(), &s.counts))
+            .collect()
+    }
+
+    /// Each active sink's type-specific figures ([`Sink::details`]), in config order.
+    pub fn details(&self) -> Vec<Vec<(&'static str, u64)>> {
+        self.slots
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| s.sink.details())
             .collect()
     }
 

@@ -271,6 +271,15 @@ impl Sink for ExecSink {
     fn commit_after(&self, frame: &Frame, before: &Committed) -> Result<Committed, SinkError> {
         self.run(frame, before.path.as_deref())
     }
+
+    fn details(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.counts;
+        vec![
+            ("hook_runs", c.runs.load(Ordering::Relaxed)),
+            ("hook_failures", c.failed.load(Ordering::Relaxed)),
+            ("hook_timeouts", c.timed_out.load(Ordering::Relaxed)),
+        ]
+    }
 }
 
 /// A frame's placeholder values, computed once per run.

@@ -145,4 +145,8 @@ impl Sink for Staged {
     fn commit_after(&self, frame: &Frame, before: &Committed) -> Result<Committed, SinkError> {
         self.inner.commit_after(&*self.prepare(frame)?, before)
     }
+
+    fn details(&self) -> Vec<(&'static str, u64)> {
+        self.inner.details()
+    }
 }
