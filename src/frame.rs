@@ -68,10 +68,15 @@ impl Frame {
 
     /// Short human name of the format, for logs: `jpeg`, `png`, … or `unknown`.
     pub fn format_name(&self) -> String {
-        match self.format {
-            Some(f) => format!("{f:?}").to_ascii_lowercase(),
-            None => "unknown".to_string(),
-        }
+        format_name(self.format)
+    }
+}
+
+/// Short human name of a format, for logs and `match`: `jpeg`, `png`, … or `unknown`.
+pub fn format_name(format: Option<ImageFormat>) -> String {
+    match format {
+        Some(f) => format!("{f:?}").to_ascii_lowercase(),
+        None => "unknown".to_string(),
     }
 }
 

@@ -411,3 +411,65 @@ ack = "spawn"
     wait_for_file(&dir.join("done"));
     assert_eq!(d.terminate().code(), Some(0));
 }
+
+#[test]
+fn a_hung_hook_holds_back_only_the_devices_whose_frames_it_takes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    script(
+        dir,
+        "hang.sh",
+        r#"touch "$(dirname "$0")/hung-$FRAMEGATE_SEQ"; sleep 30"#,
+    );
+    let mut d = Daemon::start_in(
+        dir,
+        &[
+            listener("lan", "u32le", ""),
+            "\n[devices]\n\"127.0.0.2\" = \"slow\"\n\"127.0.0.3\" = \"fast\"\n".into(),
+            r#"
+[[sink]]
+name = "hang"
+type = "exec"
+command = ["@DIR@/hang.sh"]
+input = "none"
+concurrency = 1
+queue_capacity = 1
+timeout = "8s"
+kill_grace = "100ms"
+match = { devices = ["slow"] }
+
+[[sink]]
+name = "files"
+type = "file"
+path = "@DIR@/frames/{device}/{seq}.{ext}"
+match = { devices = ["fast"] }
+"#
+            .into(),
+        ]
+        .concat(),
+    );
+    let lan = d.addr("lan");
+    // The slow device's frames fill the hook's queue; its connection is paused.
+    let slow = std::thread::spawn(move || {
+        send_and_finish(
+            connect_from(IpAddr::from([127, 0, 0, 2]), lan),
+            &encode(Wire::U32Le, &frames(5, 2, 100, 200)),
+        )
+    });
+    wait_for_file(&dir.join("hung-1"));
+    // Meanwhile the fast device is not held back: its frames are stored at once.
+    let fast = frames(6, 20, 1000, 5000);
+    send_and_finish(
+        connect_from(IpAddr::from([127, 0, 0, 3]), lan),
+        &encode(Wire::U32Le, &fast),
+    );
+    let stored = d.wait_for_files(20, WAIT);
+    assert_eq!(stored.len(), 20);
+    assert!(
+        !dir.join("hung-2").exists(),
+        "the fast device's frames were stored while the hook still hung on the slow one's first"
+    );
+    // Not waiting out the hung hooks: that is the timeout test's job.
+    d.kill9();
+    slow.join().unwrap();
+}

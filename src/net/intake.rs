@@ -13,6 +13,7 @@ use crate::framing::signature;
 use crate::identity::committed::Committed;
 use crate::identity::{Reservations, Sequences};
 use crate::sink::pool::SinkPool;
+use crate::sink::routing::Route;
 use crate::status::DeviceCounters;
 
 /// Everything admission needs, owned by the event loop.
@@ -155,7 +156,18 @@ impl Intake {
 impl Admit for Intake {
     fn admit(&mut self, peer: &Peer, frame: Received) -> Result<(), Received> {
         // Room first: a number is handed out only to a frame that is certain to be queued.
-        if !self.pool.has_room() {
+        // Only the sinks this frame goes to count: a full sink holds back only its devices.
+        let device = match &frame.origin {
+            Origin::Native(device, _) => device,
+            Origin::Legacy => &peer.device,
+            Origin::Imagezmq(name) => name,
+        };
+        let route = Route {
+            device,
+            listener: &peer.listener_name,
+            format: signature::image_format(&frame.payload),
+        };
+        if !self.pool.has_room_for(&route) {
             return Err(frame);
         }
         let device = match &frame.origin {

@@ -622,7 +622,7 @@ impl Server {
     /// Gives each stalled connection, oldest first, a chance to hand over its frame.
     fn resume_stalled(&mut self) {
         for _ in 0..self.stalled.len() {
-            if !self.intake.pool.has_room() {
+            if !self.intake.pool.any_room() {
                 return;
             }
             let Some(token) = self.stalled.pop_front() else {

@@ -1,8 +1,9 @@
 //! Sink workers: a bounded queue and worker threads per sink, and the loop's accounting of them.
 //!
 //! The event loop is the only producer. It counts frames in flight per sink and submits a frame
-//! only when every sink has room ([`SinkPool::has_room`]), so a submit never blocks and never
-//! fails; when a sink is full, the loop stops reading the connection instead (TCP backpressure).
+//! only when every sink it goes to has room ([`SinkPool::has_room_for`]), so a submit never
+//! blocks and never fails; when such a sink is full, the loop stops reading that connection
+//! instead (TCP backpressure), while devices whose frames go elsewhere carry on.
 //! Submitted frames are staged and handed to the workers together by [`SinkPool::flush`], once
 //! per turn of the loop (see [`super::queue`]).
 //! Workers report each commit through the `notify` callback, which the loop wires to its
@@ -17,6 +18,7 @@ use super::exec::ExecSink;
 use super::file::FileSink;
 use super::image::Staged;
 use super::queue::WorkQueue;
+use super::routing::Route;
 use super::{Committed, Sink, SinkError};
 use crate::config::{SinkConfig, SinkKind};
 use crate::frame::Frame;
@@ -229,13 +231,41 @@ impl SinkPool {
         }
     }
 
-    /// True when every sink that blocks when full can take one more frame (sinks that drop
-    /// never hold devices back).
-    pub fn has_room(&self) -> bool {
+    /// True when every sink that blocks when full and would take a frame on `route` (itself,
+    /// or as a follower of a sink that takes it) can take one more. Sinks that drop never
+    /// hold devices back, and a full sink holds back only the devices whose frames it takes.
+    pub fn has_room_for(&self, route: &Route) -> bool {
         self.slots
             .iter()
-            .filter(|s| s.active && s.config.when_full == WhenFull::Block)
-            .all(|s| s.in_flight < s.capacity)
+            .filter(|s| {
+                s.active && s.config.when_full == WhenFull::Block && s.in_flight >= s.capacity
+            })
+            .all(|full| !self.would_take(full, route))
+    }
+
+    /// True when some sink that blocks when full has room: a stalled connection may get on.
+    pub fn any_room(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.active && s.config.when_full == WhenFull::Block && s.in_flight < s.capacity)
+            || !self
+                .slots
+                .iter()
+                .any(|s| s.active && s.config.when_full == WhenFull::Block)
+    }
+
+    /// Would `slot` get a frame on `route`?
+    fn would_take(&self, slot: &Slot, route: &Route) -> bool {
+        if !slot.config.matches.takes(route) {
+            return false;
+        }
+        match slot.config.after() {
+            None => true,
+            Some(leader) => self
+                .slots
+                .iter()
+                .any(|l| l.active && l.name == leader && l.config.matches.takes(route)),
+        }
     }
 
     /// Stages `frame` for every sink whose `match` takes it; [`SinkPool::flush`] hands it to
@@ -244,7 +274,7 @@ impl SinkPool {
     /// checked [`SinkPool::has_room`]. Returns how many sinks will report on it (0: it matches
     /// none) and the older frames that `drop_oldest` sinks discarded for it.
     pub fn submit(&mut self, frame: Arc<Frame>) -> Submitted {
-        assert!(self.has_room(), "submit without room");
+        assert!(self.has_room_for(&Route::of(&frame)), "submit without room");
         let mut done = Submitted::default();
         for index in 0..self.slots.len() {
             let slot = &self.slots[index];
@@ -273,7 +303,7 @@ impl SinkPool {
     fn make_room(&mut self, index: usize, done: &mut Submitted) -> bool {
         let slot = &mut self.slots[index];
         match slot.config.when_full {
-            WhenFull::Block => unreachable!("has_room checked blocking sinks"),
+            WhenFull::Block => unreachable!("has_room_for checked blocking sinks"),
             WhenFull::DropNewest => {
                 slot.note_drop();
                 false
@@ -526,10 +556,13 @@ mod tests {
         .unwrap();
 
         for seq in 1..=3 {
-            assert!(pool.has_room());
+            assert!(pool.has_room_for(&Route::of(&frame(seq))));
             assert_eq!(pool.submit(frame(seq)).sinks, 1);
         }
-        assert!(!pool.has_room(), "capacity 3 reached");
+        assert!(
+            !pool.has_room_for(&Route::of(&frame(4))),
+            "capacity 3 reached"
+        );
         assert!(
             rx.recv_timeout(Duration::from_millis(100)).is_err(),
             "nothing reaches a worker before flush"
@@ -544,7 +577,7 @@ mod tests {
         }
         seqs.sort_unstable();
         assert_eq!(seqs, [1, 2, 3]);
-        assert!(pool.has_room());
+        assert!(pool.has_room_for(&Route::of(&frame(4))));
         assert_eq!(pool.in_flight(), 0);
         assert_eq!(
             pool.counts()[0].1,
@@ -589,7 +622,10 @@ mod tests {
         // Nothing flushed: the frames stay staged, so both queues fill at 2.
         assert_eq!(pool.submit(frame(1)).sinks, 2);
         assert_eq!(pool.submit(frame(2)).sinks, 2);
-        assert!(pool.has_room(), "dropping sinks never hold devices back");
+        assert!(
+            pool.has_room_for(&Route::of(&frame(3))),
+            "dropping sinks never hold devices back"
+        );
         let third = pool.submit(frame(3));
         assert_eq!(
             third.sinks, 1,
@@ -701,5 +737,42 @@ mod tests {
         );
         assert_eq!(pool.counts()[0].1.failed, 1);
         assert_eq!(pool.counts()[1].1.failed, 1);
+    }
+
+    #[test]
+    fn a_full_sink_holds_back_only_the_devices_it_takes_frames_from() {
+        let (tx, _rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let only = |name: &str, device: &str| SinkConfig {
+            name: name.into(),
+            workers: 1,
+            queue_capacity: 1,
+            kind: SinkKind::Discard,
+            matches: crate::sink::routing::Match {
+                devices: vec![glob::Pattern::new(device).unwrap()],
+                ..Default::default()
+            },
+            when_full: WhenFull::Block,
+            image: None,
+        };
+        let mut pool = SinkPool::start(
+            &[only("a", "cam-a"), only("b", "cam-b")],
+            Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()),
+        )
+        .unwrap();
+        fn from(device: &str) -> Route<'_> {
+            Route {
+                device,
+                listener: "l",
+                format: None,
+            }
+        }
+        let mut first = frame(1);
+        Arc::get_mut(&mut first).unwrap().device = Arc::from("cam-a");
+        assert_eq!(pool.submit(first).sinks, 1);
+        assert!(!pool.has_room_for(&from("cam-a")), "sink a is full");
+        assert!(pool.has_room_for(&from("cam-b")), "cam-b's sink has room");
+        assert!(pool.has_room_for(&from("cam-c")), "nothing takes cam-c");
+        assert!(pool.any_room());
     }
 }

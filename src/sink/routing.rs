@@ -1,7 +1,32 @@
 //! Which frames a sink takes (`match = { devices, listeners, formats }`): every frame goes to
 //! every sink whose match accepts it; a sink without `match` takes all.
 
-use crate::frame::Frame;
+use image::ImageFormat;
+
+use crate::frame::{format_name, Frame};
+
+/// What routing looks at: known before a frame is numbered, so admission can check the room
+/// of exactly the sinks a frame will go to.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    /// The device id.
+    pub device: &'a str,
+    /// The listener's name.
+    pub listener: &'a str,
+    /// The image format its magic bytes name.
+    pub format: Option<ImageFormat>,
+}
+
+impl<'a> Route<'a> {
+    /// The route of a frame.
+    pub fn of(frame: &'a Frame) -> Route<'a> {
+        Route {
+            device: &frame.device,
+            listener: &frame.listener,
+            format: frame.format,
+        }
+    }
+}
 
 /// A sink's `match`; an empty list accepts anything.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -17,9 +42,14 @@ pub struct Match {
 impl Match {
     /// True when the sink takes `frame`.
     pub fn accepts(&self, frame: &Frame) -> bool {
-        (self.devices.is_empty() || self.devices.iter().any(|p| p.matches(&frame.device)))
-            && (self.listeners.is_empty() || self.listeners.iter().any(|l| **l == *frame.listener))
-            && (self.formats.is_empty() || self.formats.contains(&frame.format_name()))
+        self.takes(&Route::of(frame))
+    }
+
+    /// True when the sink takes frames on `route`.
+    pub fn takes(&self, route: &Route) -> bool {
+        (self.devices.is_empty() || self.devices.iter().any(|p| p.matches(route.device)))
+            && (self.listeners.is_empty() || self.listeners.iter().any(|l| l == route.listener))
+            && (self.formats.is_empty() || self.formats.contains(&format_name(route.format)))
     }
 
     /// The format names `formats` may use.
