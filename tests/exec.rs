@@ -473,3 +473,69 @@ match = { devices = ["fast"] }
     d.kill9();
     slow.join().unwrap();
 }
+
+#[test]
+fn shutdown_does_not_wait_past_its_timeout_for_a_hung_hook() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    script(
+        dir,
+        "hang.sh",
+        r#"echo $$ > "$(dirname "$0")/pid.tmp"; mv "$(dirname "$0")/pid.tmp" "$(dirname "$0")/pid"; sleep 60"#,
+    );
+    let mut d = Daemon::start_in(
+        dir,
+        &[
+            "shutdown_timeout = \"1s\"\n".to_string(),
+            listener("native", "native", ""),
+            r#"
+[[sink]]
+name = "hang"
+type = "exec"
+command = ["@DIR@/hang.sh"]
+timeout = "10m"
+"#
+            .into(),
+        ]
+        .concat(),
+    );
+    let addr = d.addr("native");
+    let device = std::thread::spawn(move || native_frame(addr, "cam", &jpeg(4, 2000)));
+    wait_for_file(&dir.join("pid"));
+    let pid: i32 = std::fs::read_to_string(dir.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(d.terminate().code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "shutdown waited {:?} for the hook",
+        started.elapsed()
+    );
+    let answer = device.join().unwrap();
+    assert!(
+        matches!(
+            answer,
+            Message::Nack {
+                seq: 1,
+                reason: Reason::ShuttingDown,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    let deadline = Instant::now() + WAIT;
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the hook {pid} outlived the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -139,6 +139,9 @@ pub struct Server {
     scratch: Box<[u8]>,
     signals: Signals,
     shutdown_deadline: Option<Instant>,
+    /// Shutdown timed out and the sinks were told to give up: failures from now on are the
+    /// shutdown's doing, and devices hear "shutting down", not "rejected by a sink".
+    aborted: bool,
     next_sweep: Instant,
 }
 
@@ -347,6 +350,7 @@ impl Server {
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             signals,
             shutdown_deadline: None,
+            aborted: false,
             next_sweep: Instant::now() + SWEEP_EVERY,
             shutdown_timeout: config.shutdown_timeout,
             config_source: config.source.clone(),
@@ -698,6 +702,8 @@ impl Server {
                         .map(|&token| (frame.device.clone(), seq, token)),
                 );
             }
+            // Left unanswered: the goodbye NACKs it "shutting down", so the device resends.
+            Some(_) if self.aborted => {}
             Some(why) => {
                 self.intake.devices.error(&frame.device);
                 for token in waiting {
@@ -1262,6 +1268,11 @@ impl Server {
     fn finish(mut self) {
         if self.control.take().is_some() {
             let _ = std::fs::remove_file(&self.control_path);
+        }
+        if self.intake.pool.in_flight() > 0 {
+            // Shutdown timed out: what still runs (hooks) is stopped rather than waited for.
+            self.aborted = true;
+            self.intake.pool.abort();
         }
         self.intake.pool.stop();
         while let Ok(message) = self.messages.try_recv() {

@@ -63,6 +63,10 @@ pub trait Sink: Send + Sync {
         self.commit(frame)
     }
 
+    /// Gives up at once: the daemon's shutdown timed out. Work in progress is stopped and
+    /// later commits fail fast, so the workers can be joined without waiting.
+    fn abort(&self) {}
+
     /// Figures particular to the sink's type, for `framegate status` (name, value).
     fn details(&self) -> Vec<(&'static str, u64)> {
         Vec::new()

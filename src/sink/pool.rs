@@ -425,6 +425,14 @@ impl SinkPool {
             .collect()
     }
 
+    /// Tells every sink to give up its work in progress and what is queued (shutdown timed
+    /// out); [`SinkPool::stop`] then returns promptly.
+    pub fn abort(&self) {
+        for slot in &self.slots {
+            slot.sink.abort();
+        }
+    }
+
     /// Closes the queues and waits for the workers, which finish what was queued (and
     /// staged) first. Sinks that others follow finish first, so their followers get every
     /// frame they were promised before their own queues close.

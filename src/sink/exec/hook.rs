@@ -126,6 +126,11 @@ pub fn spawn(invocation: Invocation) -> io::Result<Running> {
 }
 
 impl Running {
+    /// The hook's process group id (its own pid: it leads the group).
+    pub fn group(&self) -> i32 {
+        self.pid
+    }
+
     /// Waits for the hook to end, stopping it when it overruns its timeout.
     pub fn wait(self) -> Outcome {
         let Some(timeout) = self.timeout else {
@@ -148,11 +153,20 @@ impl Running {
     }
 
     fn signal(&self, signal: i32) {
-        // The whole group: the hook is its leader (`process_group(0)`).
-        // SAFETY: kill(2) with a negative pid signals a process group; no memory is shared.
-        unsafe {
-            libc::kill(-self.pid, signal);
-        }
+        signal_group(self.pid, signal);
+    }
+}
+
+/// Kills a hook's whole process group at once (the daemon's shutdown timed out).
+pub fn kill_group(group: i32) {
+    signal_group(group, libc::SIGKILL);
+}
+
+fn signal_group(group: i32, signal: i32) {
+    // The whole group: the hook is its leader (`process_group(0)`).
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is shared.
+    unsafe {
+        libc::kill(-group, signal);
     }
 }
 

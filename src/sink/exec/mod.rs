@@ -15,10 +15,11 @@ pub mod args;
 pub mod hook;
 mod semaphore;
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -112,6 +113,10 @@ pub struct ExecSink {
     inherited: Vec<(String, String)>,
     running: Arc<Semaphore>,
     counts: Arc<HookCounts>,
+    /// Process groups of the hooks running now, for [`Sink::abort`].
+    groups: Arc<Mutex<HashSet<i32>>>,
+    /// Set by [`Sink::abort`]: no more runs or retries.
+    aborted: AtomicBool,
 }
 
 impl ExecSink {
@@ -126,6 +131,8 @@ impl ExecSink {
             name: name.to_string(),
             running: Arc::new(Semaphore::new(config.concurrency)),
             counts: Arc::default(),
+            groups: Arc::default(),
+            aborted: AtomicBool::new(false),
             inherited,
             config,
         }
@@ -148,7 +155,7 @@ impl ExecSink {
                         path: archived.map(Path::to_path_buf),
                     })
                 }
-                Err(why) if attempt < attempts => {
+                Err(why) if attempt < attempts && !self.aborted.load(Ordering::SeqCst) => {
                     log::warn!(
                         "sink {:?}: hook for {}#{} {why}; retry {attempt} of {} in {}",
                         self.name,
@@ -173,6 +180,9 @@ impl ExecSink {
     /// One run of the hook. With `ack = "spawn"`, returns once it started and leaves the
     /// waiting (and the temp file's removal) to a thread of its own.
     fn attempt(&self, frame: &Frame, archived: Option<&Path>) -> Result<(), String> {
+        if self.aborted.load(Ordering::SeqCst) {
+            return Err("was not run: framegate is shutting down".to_string());
+        }
         let temp = match self.config.input {
             Input::File => Some(temp_file(frame).map_err(|e| {
                 format!("could not run: cannot write the frame to a temp file: {e}")
@@ -199,10 +209,21 @@ impl ExecSink {
         };
         let permit = self.running.acquire();
         let running = hook::spawn(invocation).map_err(|e| format!("could not be started: {e}"))?;
+        let group = running.group();
+        self.lock_groups().insert(group);
+        if self.aborted.load(Ordering::SeqCst) {
+            // abort() ran between the check above and the insert: it missed this one.
+            hook::kill_group(group);
+        }
         self.counts.runs.fetch_add(1, Ordering::Relaxed);
         let finish = {
             let (counts, timeout) = (self.counts.clone(), self.config.timeout);
+            let groups = self.groups.clone();
             move |outcome: Outcome| {
+                groups
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&group);
                 drop(permit);
                 drop(temp);
                 match outcome {
@@ -239,6 +260,10 @@ impl ExecSink {
         }
     }
 
+    fn lock_groups(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
+        self.groups.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The hook's whole environment: inherited, the sink's `env`, then `FRAMEGATE_*` (which
     /// `env` cannot override, so a hook can trust them).
     fn environment(&self, values: &Values) -> Vec<(String, String)> {
@@ -270,6 +295,13 @@ impl Sink for ExecSink {
 
     fn commit_after(&self, frame: &Frame, before: &Committed) -> Result<Committed, SinkError> {
         self.run(frame, before.path.as_deref())
+    }
+
+    fn abort(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
+        for &group in self.lock_groups().iter() {
+            hook::kill_group(group);
+        }
     }
 
     fn details(&self) -> Vec<(&'static str, u64)> {

@@ -146,6 +146,10 @@ impl Sink for Staged {
         self.inner.commit_after(&*self.prepare(frame)?, before)
     }
 
+    fn abort(&self) {
+        self.inner.abort();
+    }
+
     fn details(&self) -> Vec<(&'static str, u64)> {
         self.inner.details()
     }
