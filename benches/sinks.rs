@@ -113,7 +113,10 @@ fn exec_bench(count: usize) -> bool {
         match run(&sink, &frames) {
             Ok((rate, _)) => {
                 let base = *first.get_or_insert(rate);
-                println!("| exec, concurrency = {concurrency} | {rate:.0} | {:.2}x |", rate / base);
+                println!(
+                    "| exec, concurrency = {concurrency} | {rate:.0} | {:.2}x |",
+                    rate / base
+                );
             }
             Err(e) => {
                 println!("| exec, concurrency = {concurrency} | failed: {e} | |");
@@ -190,7 +193,9 @@ fn image_bench(count: usize) -> bool {
         thumb_rate / decode_rate
     );
     let sink = "type = \"discard\"\nvalidate = \"decode\"\nconvert = \"jpeg\"\nresize = { max_width = 320, max_height = 320 }\n";
-    let wire: Vec<Vec<u8>> = (0..count).map(|i| frames[i % frames.len()].clone()).collect();
+    let wire: Vec<Vec<u8>> = (0..count)
+        .map(|i| frames[i % frames.len()].clone())
+        .collect();
     let ok = match run(sink, &wire) {
         Ok((rate, _)) => {
             println!(
