@@ -69,6 +69,23 @@ pub fn simple(status: u16, content_type: &str, body: &[u8], close: bool) -> Vec<
     out
 }
 
+/// A JSON response with extra header fields.
+pub fn json(
+    status: u16,
+    value: &serde_json::Value,
+    fields: &[(&str, &str)],
+    close: bool,
+) -> Vec<u8> {
+    let body = value.to_string();
+    let mut head = ResponseHead::new(status).field("Content-Type", "application/json");
+    for (name, v) in fields {
+        head = head.field(name, v);
+    }
+    let mut out = head.finish(Some(body.len()), close);
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
 /// A JSON error body `{"error": why}` with `status`.
 pub fn error(status: u16, why: &str, close: bool) -> Vec<u8> {
     let body = serde_json::json!({ "error": why, "status": status }).to_string();
