@@ -76,7 +76,7 @@ struct Part {
 }
 
 /// Finds the file part of `body`: the first part with a `filename`, else the first whose
-/// content type is an image, else the only part there is.
+/// content type is an image or an octet stream. Other parts are text fields.
 pub fn extract(body: &[u8], boundary: &str) -> Result<Upload, MultipartError> {
     let parts = parts(body, boundary)?;
     let file = parts
@@ -84,12 +84,12 @@ pub fn extract(body: &[u8], boundary: &str) -> Result<Upload, MultipartError> {
         .position(|p| p.filename.is_some())
         .or_else(|| {
             parts.iter().position(|p| {
-                p.content_type
-                    .as_deref()
-                    .is_some_and(|t| t.to_ascii_lowercase().starts_with("image/"))
+                p.content_type.as_deref().is_some_and(|t| {
+                    let t = t.to_ascii_lowercase();
+                    t.starts_with("image/") || t.starts_with("application/octet-stream")
+                })
             })
         })
-        .or_else(|| (parts.len() == 1).then_some(0))
         .ok_or(MultipartError::NoFile)?;
     let fields = parts
         .iter()

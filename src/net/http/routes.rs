@@ -17,6 +17,8 @@ use crate::net::connection::{Admit, Origin, Received};
 const PAGE: &str = include_str!("page.html");
 /// The MJPEG part boundary.
 const BOUNDARY: &str = "framegate-frame";
+/// curl's default content type for `--data-binary`.
+const FORM_URLENCODED: &str = "application/x-www-form-urlencoded";
 /// Longest device id taken from a request.
 const MAX_DEVICE_ID: usize = 128;
 
@@ -303,6 +305,13 @@ impl HttpFront {
                 ctx,
             );
         }
+        let declared = head.header_str("content-type").unwrap_or("");
+        if declared.to_ascii_lowercase().starts_with(FORM_URLENCODED)
+            && crate::framing::signature::image_format(&body).is_none()
+        {
+            let why = "the body is form data, not an image; send the image bytes (curl --data-binary @img.jpg) or a file part (curl -F imageFile=@img.jpg)";
+            return self.refuse(token, conn, 415, why, ctx);
+        }
         let max = self
             .listeners
             .get(&conn.peer.listener)
@@ -364,7 +373,13 @@ fn acceptable(head: &Head) -> Result<(), (u16, String)> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if kind.starts_with("image/") || kind == "application/octet-stream" || kind.is_empty() {
+    // curl --data-binary sends application/x-www-form-urlencoded unless told otherwise; such
+    // a body is taken if its bytes are an image (checked once it is complete).
+    if kind.starts_with("image/")
+        || kind == "application/octet-stream"
+        || kind == FORM_URLENCODED
+        || kind.is_empty()
+    {
         return Ok(());
     }
     if kind == "multipart/form-data" {
