@@ -20,8 +20,17 @@ use http::*;
 /// Runs headless Chromium with `args` on `url`, bounded by a timeout; returns stdout.
 fn chromium(args: &[&str], url: &str) -> String {
     let mut child = Command::new("chromium")
-        .args(["--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars"])
-        .args(["--no-first-run", "--disable-extensions", "--virtual-time-budget=5000"])
+        .args([
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--hide-scrollbars",
+        ])
+        .args([
+            "--no-first-run",
+            "--disable-extensions",
+            "--virtual-time-budget=5000",
+        ])
         .args(args)
         .arg(url)
         .stdin(Stdio::null())
@@ -34,7 +43,12 @@ fn chromium(args: &[&str], url: &str) -> String {
         if let Some(status) = child.try_wait().unwrap() {
             let mut out = String::new();
             use std::io::Read;
-            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
             assert!(status.success(), "chromium failed: {status}");
             return out;
         }
@@ -80,8 +94,20 @@ fn three_streaming_devices_show_decoded_images_in_chromium() {
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let laptop = artifacts.join("live-view-laptop.png");
     let phone = artifacts.join("live-view-phone.png");
-    chromium(&["--window-size=1280,800", &format!("--screenshot={}", laptop.display())], &url);
-    chromium(&["--window-size=390,844", &format!("--screenshot={}", phone.display())], &url);
+    chromium(
+        &[
+            "--window-size=1280,800",
+            &format!("--screenshot={}", laptop.display()),
+        ],
+        &url,
+    );
+    chromium(
+        &[
+            "--window-size=390,844",
+            &format!("--screenshot={}", phone.display()),
+        ],
+        &url,
+    );
     stop.store(true, Ordering::SeqCst);
     for t in devices {
         assert!(t.join().unwrap() > 0);
@@ -94,7 +120,10 @@ fn three_streaming_devices_show_decoded_images_in_chromium() {
             .find(|s| s.contains(&format!("data-device=\"{device}\"")))
             .unwrap_or_else(|| panic!("no tile for {device} in the DOM:\n{dom}"));
         let tag = &tile[..tile.find('>').unwrap()];
-        assert!(tag.contains("data-loaded=\"1\""), "tile {device} shows no decoded image: {tag}");
+        assert!(
+            tag.contains("data-loaded=\"1\""),
+            "tile {device} shows no decoded image: {tag}"
+        );
     }
     for shot in [&laptop, &phone] {
         let img = image::open(shot).unwrap_or_else(|e| panic!("{shot:?}: {e}"));
