@@ -1159,7 +1159,8 @@ impl Server {
                 changed => {
                     let mut slot = self.listeners[index].take().expect("checked above");
                     let _ = self.poll.registry().deregister(&mut slot.socket);
-                    let mut draining = self.http.drain_listener(index);
+                    let (http, mut ctx, _) = self.http_ctx();
+                    let mut draining = http.drain_listener(index, &mut ctx);
                     for conn in self.conns.values_mut().filter(|c| c.peer.listener == index) {
                         conn.draining = true;
                         draining += 1;

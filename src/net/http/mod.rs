@@ -674,13 +674,26 @@ impl HttpFront {
         }
     }
 
-    /// A reload removed listener `index`: its connections close after their current response.
-    pub fn drain_listener(&mut self, index: usize) -> usize {
+    /// A reload removed listener `index`: its connections between requests close now, the
+    /// others after their current response. Returns how many there were.
+    pub fn drain_listener(&mut self, index: usize, ctx: &mut Ctx<'_>) -> usize {
+        let mut idle = Vec::new();
         let mut n = 0;
-        for conn in self.conns.values_mut().filter(|c| c.peer.listener == index) {
+        for (token, conn) in self
+            .conns
+            .iter_mut()
+            .filter(|(_, c)| c.peer.listener == index)
+        {
             conn.draining = true;
             conn.close_after = true;
             n += 1;
+            let between = matches!(conn.phase, Phase::Reading) && !conn.decoder.is_mid_request();
+            if between && conn.out.is_empty() && conn.pending.is_empty() {
+                idle.push(*token);
+            }
+        }
+        for token in idle {
+            self.close(token, &Closing::Quiet, ctx);
         }
         n
     }
