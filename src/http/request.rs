@@ -306,9 +306,29 @@ impl RequestDecoder {
         let take = input.len().min(room);
         self.buf.extend_from_slice(&input[..take]);
         // Only bytes from `scanned` on can complete "\n\r\n" or "\n\n" (3 bytes back suffice).
-        let from = scanned.saturating_sub(3);
-        let ends = find_head_end(&self.buf[from..]).is_some();
-        if !ends {
+        // Each candidate end is parsed as a prefix, in order, so the outcome never depends on
+        // how the bytes were split: httparse sees the same prefixes either way.
+        let mut from = scanned.saturating_sub(3);
+        let mut fields = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+        let mut complete = None;
+        while let Some(rel) = find_head_end(&self.buf[from..]) {
+            let end = from + rel;
+            match httparse::Request::new(&mut fields).parse(&self.buf[..end]) {
+                Ok(httparse::Status::Complete(n)) => {
+                    complete = Some(n);
+                    break;
+                }
+                // Leading blank lines: not a head yet; the next end may complete it.
+                Ok(httparse::Status::Partial) => from = end - 1,
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(HttpError::TooManyHeaders {
+                        max: self.limits.max_headers,
+                    })
+                }
+                Err(e) => return Err(HttpError::Malformed(e.to_string())),
+            }
+        }
+        let Some(head_len) = complete else {
             if self.buf.len() >= self.limits.max_head_bytes {
                 return Err(HttpError::HeadTooLarge {
                     max: self.limits.max_head_bytes,
@@ -321,29 +341,11 @@ impl RequestDecoder {
                 consumed: take,
                 event: None,
             });
-        }
-        let mut fields = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+        };
         let mut parsed = httparse::Request::new(&mut fields);
-        let status = match parsed.parse(&self.buf) {
-            Ok(status) => status,
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(HttpError::TooManyHeaders {
-                    max: self.limits.max_headers,
-                })
-            }
-            Err(e) => return Err(HttpError::Malformed(e.to_string())),
-        };
-        let httparse::Status::Complete(head_len) = status else {
-            // "\n\n" inside something httparse still reads as incomplete (leading blank
-            // lines): wait for more.
-            self.state = State::Head {
-                scanned: self.buf.len(),
-            };
-            return Ok(Fed {
-                consumed: take,
-                event: None,
-            });
-        };
+        parsed
+            .parse(&self.buf[..head_len])
+            .expect("the same bytes parsed a moment ago");
         let head = Head {
             method: parsed.method.unwrap_or_default().to_string(),
             target: parsed.path.unwrap_or_default().to_string(),
