@@ -312,3 +312,37 @@ fn a_slow_upload_is_cut_off_by_body_timeout() {
     d.wait_for_log(&["408", "did not arrive"], WAIT);
     assert!(d.stored_files().is_empty());
 }
+
+#[test]
+fn a_new_auth_token_applies_on_reload() {
+    let config = |token: &str| {
+        [
+            listener("web", "http", &format!("auth = {{ token = \"{token}\" }}")),
+            FILE_SINK.to_string(),
+        ]
+        .concat()
+    };
+    let mut d = web(&format!("auth = {{ token = \"{}\" }}", "first"));
+    let addr = d.addr("web");
+    let img = jpeg(5, 2000);
+    let bearer = |t: &str| format!("Bearer {t}");
+    let with = |t: &str| {
+        fetch(
+            addr,
+            "POST",
+            "/frames/a",
+            &[("Authorization", &bearer(t))],
+            &img,
+        )
+    };
+    assert_eq!(with("first").status, 201);
+    let text = format!(
+        "state_dir = \"{}/state\"\n{}",
+        d.dir.display(),
+        config("second").replace(DIR, &d.dir.display().to_string())
+    );
+    std::fs::write(d.dir.join("framegate.toml"), text).unwrap();
+    d.wait_for_log(&["reloaded"], WAIT);
+    assert_eq!(with("first").status, 401);
+    assert_eq!(with("second").status, 201);
+}

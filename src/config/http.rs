@@ -163,3 +163,75 @@ impl Validator<'_> {
 fn read_secret(path: &Path) -> std::io::Result<Vec<u8>> {
     std::fs::read(path).map(|bytes| bytes.trim_ascii_end().to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const SINK: &str = "[[sink]]\nname = \"n\"\ntype = \"discard\"\n";
+
+    fn parse(listener: &str, rest: &str) -> Result<Config, String> {
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\n{listener}\n{SINK}{rest}"
+        );
+        Config::parse(&text, "test.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn http_keys_parse_with_defaults() {
+        let c = parse(
+            "framing = \"http\"\nauth = { user = \"cam\", password = \"pw\" }\nheader_timeout = \"2s\"",
+            "[live]\nmax_bytes = \"1MiB\"\n[metrics]\nmax_device_labels = 7\n",
+        )
+        .unwrap();
+        let http = &c.listeners[0].http;
+        assert_eq!(
+            http.auth,
+            Some(HttpAuth::Basic {
+                user: "cam".into(),
+                password: b"pw".to_vec()
+            })
+        );
+        assert_eq!(http.header_timeout, Duration::from_secs(2));
+        assert_eq!(http.body_timeout, DEFAULT_BODY_TIMEOUT);
+        assert_eq!((c.live_max_bytes, c.max_device_labels), (1 << 20, 7));
+        let c = parse("framing = \"http\"", "").unwrap();
+        assert_eq!(c.live_max_bytes, DEFAULT_LIVE_MAX_BYTES);
+        assert_eq!(c.listeners[0].http, HttpSettings::default());
+    }
+
+    #[test]
+    fn http_errors_name_line_and_key() {
+        let e = parse("framing = \"u32le\"\nauth = { token = \"t\" }", "").unwrap_err();
+        assert!(
+            e.contains("test.toml:5") && e.contains("only framing = \"http\""),
+            "{e}"
+        );
+        let e = parse(
+            "framing = \"http\"\nauth = { token = \"t\", token_file = \"/x\" }",
+            "",
+        )
+        .unwrap_err();
+        assert!(e.contains("test.toml:5") && e.contains("not both"), "{e}");
+        let e = parse("framing = \"http\"\nauth = { token = \"\" }", "").unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+        let e = parse("framing = \"http\"\nauth = { user = \"a\" }", "").unwrap_err();
+        assert!(e.contains("either token"), "{e}");
+        let e = parse(
+            "framing = \"http\"\nauth = { token_file = \"/nonexistent/t\" }",
+            "",
+        )
+        .unwrap_err();
+        assert!(e.contains("cannot read token_file /nonexistent/t"), "{e}");
+        let e = parse("framing = \"http\"\nbody_timeout = \"0s\"", "").unwrap_err();
+        assert!(
+            e.contains("test.toml:5") && e.contains("body_timeout must be more than 0"),
+            "{e}"
+        );
+        let e = parse("framing = \"http\"\nrequire_auth = true", "").unwrap_err();
+        assert!(e.contains("auth = { token_file"), "{e}");
+        let e = parse("framing = \"http\"", "[metrics]\nmax_device_labels = 0\n").unwrap_err();
+        assert!(e.contains("max_device_labels must be at least 1"), "{e}");
+    }
+}

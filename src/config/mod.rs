@@ -369,7 +369,9 @@ impl Validator<'_> {
             }
             Some(n) => *n.get_ref(),
         };
-        if raw.require_auth == Some(true) && !matches!(raw.framing, Framing::Auto | Framing::Native)
+        // (An http listener gets its own message, from http_settings.)
+        if raw.require_auth == Some(true)
+            && !matches!(raw.framing, Framing::Auto | Framing::Native | Framing::Http)
         {
             return Err(self.err(
                 &raw.name,
