@@ -348,6 +348,95 @@ pub fn run_target(name: &str, data: &[u8]) {
         "decode_ascii_length" => target_ascii_length(data),
         "decode_u32" => target_u32(data),
         "decode_auto" => target_auto(data),
+        "decode_http" => target_http(data),
         other => panic!("regressions/{other}: no fuzz target of that name"),
+    }
+}
+
+/// The HTTP request decoder's `max_body_bytes` a control byte selects (bits 0-1).
+pub const HTTP_MAX_BODIES: [u64; 4] = [0, 16, 4096, 32 << 20];
+
+/// What an HTTP stream decoded to: requests (head `Debug` text, body), `Head` events, end.
+fn decode_http_chunks(max_body: u64, chunks: &[&[u8]]) -> (Vec<String>, Result<(), String>) {
+    use framegate::http::{Event as HttpEvent, Limits, RequestDecoder};
+    let mut decoder = RequestDecoder::new(Limits {
+        max_head_bytes: 2048,
+        max_headers: 32,
+        max_body_bytes: max_body,
+    });
+    let mut events = Vec::new();
+    for chunk in chunks {
+        let mut rest = *chunk;
+        // Every call uses a byte or reports an event, so twice the length (plus slack) bounds it.
+        let mut calls = 0;
+        while !rest.is_empty() {
+            calls += 1;
+            assert!(calls <= 2 * chunk.len() + 2, "feed made no progress");
+            match decoder.feed(rest) {
+                Ok(fed) => {
+                    assert!(fed.consumed <= rest.len());
+                    assert!(fed.consumed > 0 || fed.event.is_some(), "no progress");
+                    rest = &rest[fed.consumed..];
+                    match fed.event {
+                        Some(HttpEvent::Head) => {
+                            assert!(decoder.head().is_some() && decoder.in_body());
+                            events.push("head".to_string());
+                        }
+                        Some(HttpEvent::Request(r)) => {
+                            assert!(r.body.len() as u64 <= max_body, "body over the limit");
+                            check_upload(&r);
+                            events.push(format!("{:?}", r));
+                        }
+                        None => {}
+                    }
+                }
+                Err(e) => {
+                    // Errors are final.
+                    assert_eq!(decoder.feed(b"GET / HTTP/1.1\r\n\r\n").unwrap_err(), e);
+                    return (events, Err(e.to_string()));
+                }
+            }
+        }
+    }
+    (events, decoder.finish().map_err(|e| e.to_string()))
+}
+
+/// Multipart extraction on whatever body arrived: no panic, and a file inside the body.
+fn check_upload(r: &framegate::http::Request) {
+    let Some(boundary) = r
+        .head
+        .header_str("content-type")
+        .and_then(framegate::http::multipart::boundary)
+    else {
+        return;
+    };
+    if let Ok(up) = framegate::http::multipart::extract(&r.body, &boundary) {
+        assert!(up.file.start <= up.file.end && up.file.end <= r.body.len());
+    }
+}
+
+/// `decode_http`: bits 0-1 of the first byte pick `max_body_bytes`, the rest seeds the cuts.
+/// The stream is decoded whole, a byte at a time and at two seeded sets of cuts; every run
+/// must give the same requests and end, bodies within the limit, errors final.
+pub fn target_http(data: &[u8]) {
+    let Some((&control, stream)) = data.split_first() else {
+        return;
+    };
+    let max = HTTP_MAX_BODIES[usize::from(control & 3)];
+    let whole = decode_http_chunks(max, &[stream]);
+    let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+    assert_eq!(
+        decode_http_chunks(max, &bytes),
+        whole,
+        "byte-at-a-time differs"
+    );
+    for seed in [u64::from(control), u64::from(control) << 8 | 0xa5] {
+        let cuts = seeded_cuts(stream.len(), seed);
+        let chunks = chunks_at(stream, &cuts);
+        assert_eq!(
+            decode_http_chunks(max, &chunks),
+            whole,
+            "seeded cuts differ"
+        );
     }
 }

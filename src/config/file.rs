@@ -31,6 +31,38 @@ pub struct FileConfig {
     pub device: BTreeMap<Spanned<String>, Spanned<DeviceSection>>,
     #[serde(default, rename = "sink")]
     pub sinks: Vec<Spanned<SinkSection>>,
+    /// `[live]`: the HTTP live view's newest frames.
+    #[serde(default)]
+    pub live: LiveSection,
+    /// `[metrics]`: `GET /metrics` on HTTP listeners.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[live]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveSection {
+    pub max_bytes: Option<Spanned<ByteSize>>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub max_device_labels: Option<Spanned<usize>>,
+}
+
+/// `auth = { token_file = "…" }` (or `token`, or `user` with `password_file`) on an HTTP
+/// listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub token: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<PathBuf>>,
+    pub user: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<PathBuf>>,
 }
 
 /// `[log]`.
@@ -61,6 +93,9 @@ pub struct ListenerSection {
     pub max_in_flight: Option<Spanned<u16>>,
     pub require_auth: Option<bool>,
     pub allow: Option<Vec<Spanned<String>>>,
+    pub auth: Option<Spanned<AuthSection>>,
+    pub header_timeout: Option<Spanned<HumanDuration>>,
+    pub body_timeout: Option<Spanned<HumanDuration>>,
 }
 
 /// One `[device."name"]`: settings of a native-protocol device.

@@ -6,6 +6,7 @@
 mod error;
 mod exec;
 mod file;
+mod http;
 mod image;
 
 use std::collections::{HashMap, HashSet};
@@ -19,6 +20,7 @@ use toml::Spanned;
 
 pub use self::error::ConfigError;
 use self::file::{FileConfig, SinkSection, SinkType};
+pub use self::http::{HttpAuth, HttpSettings};
 use crate::framing::Framing;
 use crate::sink::file::FileSinkConfig;
 use crate::sink::retention::Keep;
@@ -77,6 +79,10 @@ pub struct Config {
     pub secrets: HashMap<String, Vec<u8>>,
     /// The sinks, in file order; every frame goes to each.
     pub sinks: Vec<SinkConfig>,
+    /// `[live] max_bytes`: memory for the newest frame of each device (HTTP live view).
+    pub live_max_bytes: u64,
+    /// `[metrics] max_device_labels`: devices named in `/metrics`; the rest are summed.
+    pub max_device_labels: usize,
 }
 
 /// One `[[listener]]`.
@@ -103,6 +109,8 @@ pub struct ListenerConfig {
     pub require_auth: bool,
     /// Source networks allowed to connect (any framing); empty: everyone.
     pub allow: Vec<ipnet::IpNet>,
+    /// `framing = "http"`: auth and timeouts (defaults elsewhere).
+    pub http: HttpSettings,
 }
 
 /// One `[[sink]]`.
@@ -251,6 +259,7 @@ impl Validator<'_> {
                 "no [[sink]] table: received frames would have nowhere to go; add one, e.g. [[sink]] name = \"archive\" type = \"file\" path = \"/var/lib/framegate/frames/{device}/{seq}.{ext}\"",
             ));
         }
+        let (live_max_bytes, max_device_labels) = self.live_and_metrics(&raw)?;
         let mut listeners = Vec::new();
         let mut names = HashSet::new();
         for section in raw.listeners {
@@ -333,6 +342,8 @@ impl Validator<'_> {
             devices,
             secrets,
             sinks,
+            live_max_bytes,
+            max_device_labels,
         })
     }
 
@@ -376,7 +387,9 @@ impl Validator<'_> {
             }
             Some(n) => *n.get_ref(),
         };
-        if raw.require_auth == Some(true) && !matches!(raw.framing, Framing::Auto | Framing::Native)
+        // (An http listener gets its own message, from http_settings.)
+        if raw.require_auth == Some(true)
+            && !matches!(raw.framing, Framing::Auto | Framing::Native | Framing::Http)
         {
             return Err(self.err(
                 &raw.name,
@@ -410,6 +423,7 @@ impl Validator<'_> {
             max_in_flight,
             require_auth: raw.require_auth.unwrap_or(false),
             allow,
+            http: self.http_settings(raw)?,
         })
     }
 

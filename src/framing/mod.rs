@@ -47,6 +47,9 @@ pub enum Framing {
     /// imagezmq's ZeroMQ REQ/REP (ZMTP 3); not a [`Decoder`] framing either: see
     /// [`crate::zmtp`].
     Imagezmq,
+    /// HTTP/1.1 uploads, live view and metrics on their own port; not a [`Decoder`] framing:
+    /// see [`crate::http`] and `net::http`.
+    Http,
 }
 
 impl Framing {
@@ -59,6 +62,7 @@ impl Framing {
             Framing::U32Be => "u32be",
             Framing::Native => "native",
             Framing::Imagezmq => "imagezmq",
+            Framing::Http => "http",
         }
     }
 }
@@ -79,8 +83,9 @@ impl std::str::FromStr for Framing {
             "u32be" => Ok(Framing::U32Be),
             "native" => Ok(Framing::Native),
             "imagezmq" => Ok(Framing::Imagezmq),
+            "http" => Ok(Framing::Http),
             other => Err(format!(
-                "unknown framing {other:?}: use auto, ascii-length, u32le, u32be, native or imagezmq"
+                "unknown framing {other:?}: use auto, ascii-length, u32le, u32be, native, imagezmq or http"
             )),
         }
     }
@@ -235,7 +240,8 @@ impl Decoder {
             }
             Framing::U32Be => State::Prefixed(LengthPrefixed::new(ByteOrder::Big, max_frame_bytes)),
             // Reached through auto's hand-over only; see Event::HandOver.
-            Framing::Native | Framing::Imagezmq => State::HandedOver,
+            // HTTP connections never get a Decoder; auto never picks HTTP.
+            Framing::Native | Framing::Imagezmq | Framing::Http => State::HandedOver,
         };
         Decoder {
             state,

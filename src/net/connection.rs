@@ -66,6 +66,9 @@ pub enum Origin {
     Native(Arc<str>, FrameHeader),
     /// imagezmq: the device is the sender's name; answered `OK` once committed.
     Imagezmq(Arc<str>),
+    /// An HTTP upload: the device it names (or its peer's name); answered `201` once
+    /// committed.
+    Http(Arc<str>),
 }
 
 /// Takes complete frames from connections, or hands them back when it cannot take them now.

@@ -160,7 +160,7 @@ impl Admit for Intake {
         let device = match &frame.origin {
             Origin::Native(device, _) => device,
             Origin::Legacy => &peer.device,
-            Origin::Imagezmq(name) => name,
+            Origin::Imagezmq(name) | Origin::Http(name) => name,
         };
         let route = Route {
             device,
@@ -176,7 +176,7 @@ impl Admit for Intake {
                 return Ok(());
             }
             Origin::Legacy => peer.device.clone(),
-            Origin::Imagezmq(name) => name.clone(),
+            Origin::Imagezmq(name) | Origin::Http(name) => name.clone(),
         };
         let seq = self.sequences.next(&device);
         self.request_reservations();
@@ -185,7 +185,7 @@ impl Admit for Intake {
         };
         let format = signature::image_format(&frame.payload);
         self.devices.frame(&device, frame.payload.len(), frame.at);
-        let answer = matches!(frame.origin, Origin::Imagezmq(_));
+        let answer = matches!(frame.origin, Origin::Imagezmq(_) | Origin::Http(_));
         let frame = Arc::new(Frame {
             listener: peer.listener_name.clone(),
             device,
@@ -197,7 +197,8 @@ impl Admit for Intake {
             native: None,
         });
         if answer {
-            // imagezmq's sender waits for its reply until the sinks are done with this frame.
+            // imagezmq's sender and an HTTP upload wait for their reply until the sinks are
+            // done with this frame.
             self.replies.insert(Arc::as_ptr(&frame) as usize, peer.conn);
         }
         self.submit(frame);

@@ -4,6 +4,7 @@ pub mod activation;
 pub mod codec;
 pub mod connection;
 pub mod control;
+pub mod http;
 pub mod imagezmq;
 pub mod intake;
 pub mod limits;

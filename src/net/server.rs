@@ -23,6 +23,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use super::connection::{Admit, Closed, Connection, Origin, Peer, Pumped};
+use super::http::transcode::Transcoded;
+use super::http::{self as web, HttpFront};
 use super::imagezmq::{Converted, Converter};
 use super::intake::{Intake, NativeDevices};
 use super::native::Limits;
@@ -65,6 +67,8 @@ enum Message {
     Converted(Converted),
     /// Something happened to the config file.
     ConfigChanged,
+    /// A frame transcoded to JPEG for MJPEG viewers.
+    Transcoded(Transcoded),
 }
 
 struct ListenerSlot {
@@ -143,6 +147,8 @@ pub struct Server {
     /// shutdown's doing, and devices hear "shutting down", not "rejected by a sink".
     aborted: bool,
     next_sweep: Instant,
+    /// `framing = "http"` connections, the live view and metrics.
+    http: HttpFront,
 }
 
 impl Server {
@@ -224,6 +230,15 @@ impl Server {
         } else {
             None
         };
+
+        let (http_tx, http_wake) = (tx.clone(), wake.clone());
+        let http = HttpFront::new(
+            config,
+            Arc::new(move |done| {
+                let _ = http_tx.send(Message::Transcoded(done));
+                http_wake.wake();
+            }),
+        );
 
         let (store_tx, store_wake) = (tx, wake);
         let (reservations, store_thread) = store.spawn_writer(move |batch, result| {
@@ -357,6 +372,7 @@ impl Server {
             notifier,
             next_watchdog: Instant::now(),
             next_status: Instant::now(),
+            http,
         })
     }
 
@@ -402,6 +418,14 @@ impl Server {
                     SIGNALS => self.on_signal(),
                     CONTROL => self.answer_status_requests(),
                     Token(t) if t < FIRST_CONNECTION => self.accept(t - FIRST_LISTENER),
+                    token if self.http.owns(token) => {
+                        if event.is_writable() {
+                            self.flush_http(token);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.pump_http(token);
+                        }
+                    }
                     token => {
                         if event.is_writable() {
                             self.flush_conn(token);
@@ -434,7 +458,7 @@ impl Server {
             return;
         };
         loop {
-            if self.conns.len() >= self.max_connections {
+            if self.conns.len() + self.http.len() >= self.max_connections {
                 if !self.accept_paused {
                     warn!(
                         "max_connections = {} reached; new devices wait in the listen backlog until a connection closes",
@@ -491,6 +515,11 @@ impl Server {
                 peer.device, slot.config.name
             );
             let lc = &slot.config;
+            if lc.framing == Framing::Http {
+                self.http.accept(token, stream, peer, Instant::now());
+                self.runnable.push_back(token);
+                continue;
+            }
             let decoder = Decoder::new(lc.framing, lc.max_frame_bytes);
             let limits = Limits {
                 max_frame_bytes: lc.max_frame_bytes,
@@ -513,6 +542,9 @@ impl Server {
     /// `edge`: a fresh readiness event without read-closed triggered this (see
     /// [`Connection::pump`]).
     fn pump(&mut self, token: Token, edge: bool) {
+        if self.http.owns(token) {
+            return self.pump_http(token);
+        }
         let Some(conn) = self.conns.get_mut(&token) else {
             return; // a spurious or stale event
         };
@@ -550,6 +582,10 @@ impl Server {
                 Message::Sink(c) => {
                     self.frame_progress(&c);
                     let sink = self.intake.pool.complete(&c).to_string();
+                    let latency = SystemTime::now()
+                        .duration_since(c.frame.received_at)
+                        .unwrap_or_default();
+                    self.http.metrics().committed(&sink, latency);
                     let f = &c.frame;
                     match &c.result {
                         Ok(done) => debug!(
@@ -578,6 +614,7 @@ impl Server {
                 }
                 Message::Recorded(batch, result) => self.on_recorded(batch, result),
                 Message::Converted(done) => self.on_converted(done),
+                Message::Transcoded(done) => self.http.on_transcoded(done),
                 // Editors write in several steps: reload once things are quiet.
                 Message::ConfigChanged => {
                     self.reload_due = Some(Instant::now() + RELOAD_DEBOUNCE);
@@ -621,6 +658,7 @@ impl Server {
         for token in std::mem::take(&mut self.answered) {
             self.flush_conn(token);
         }
+        self.end_http_turn();
     }
 
     /// Gives each stalled connection, oldest first, a chance to hand over its frame.
@@ -632,6 +670,10 @@ impl Server {
             let Some(token) = self.stalled.pop_front() else {
                 return;
             };
+            if self.http.owns(token) {
+                self.pump_http(token);
+                continue;
+            }
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
@@ -673,8 +715,14 @@ impl Server {
     /// Every sink that took `frame` finished it (or none took it): answer its device.
     fn frame_done(&mut self, frame: &Arc<Frame>, failure: Option<String>) {
         let key = Arc::as_ptr(frame) as usize;
+        // The live view and MJPEG viewers get every frame, whatever its framing.
+        self.http.frame_done(frame);
         if let Some(conn) = self.intake.replies.remove(&key) {
             let token = Token(conn);
+            if self.http.owns(token) {
+                self.http.committed(token, frame, failure.as_deref());
+                return;
+            }
             if let Some(session) = self.conns.get_mut(&token).and_then(Connection::zmtp) {
                 session.answer(failure.map_or(Ok(()), Err));
                 self.answered.insert(token);
@@ -798,6 +846,9 @@ impl Server {
         let (addr, device) = (conn.peer.addr, conn.peer.device.clone());
         let counts = format!("{} frames, {} bytes", conn.frames, conn.bytes);
         if !matches!(why, Closed::PeerClosed | Closed::EndOfStream) {
+            let dropped =
+                matches!(why, Closed::Decode(DecodeError::Truncated { .. })) || conn.is_mid_frame();
+            self.http.metrics().error(&conn.peer.listener_name, dropped);
             let named = conn
                 .session()
                 .and_then(|s| s.device().cloned())
@@ -883,6 +934,7 @@ impl Server {
             self.log_limiter.forget_quiet(now);
         }
         self.tell_systemd(now);
+        self.sweep_http(now);
         let mut idle = Vec::new();
         let mut ping = Vec::new();
         for (token, conn) in &mut self.conns {
@@ -949,6 +1001,7 @@ impl Server {
             }
             if dropped {
                 self.intake.devices.dropped(&conn.peer.device);
+                self.http.metrics().dropped(&conn.peer.listener_name);
             }
             let (addr, device) = (&conn.peer.addr, conn.peer.device.clone());
             let line = format!(
@@ -959,7 +1012,7 @@ impl Server {
             );
             self.device_warning(&device, line);
         }
-        if self.accept_paused && self.conns.len() < self.max_connections {
+        if self.accept_paused && self.conns.len() + self.http.len() < self.max_connections {
             self.resume_accepting();
         }
     }
@@ -979,7 +1032,7 @@ impl Server {
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
-            connections: self.conns.len(),
+            connections: self.conns.len() + self.http.len(),
             devices: self.intake.devices.rows(&connections),
             sinks: self
                 .intake
@@ -1093,6 +1146,7 @@ impl Server {
     /// control socket stay as they were (they take a restart).
     fn apply(&mut self, new: Config) {
         self.names = DeviceNames::new(&new.devices);
+        self.http.reconfigure(&new);
         self.intake.native.secrets = new.secrets.clone();
         self.max_connections = new.max_connections;
         self.shutdown_timeout = new.shutdown_timeout;
@@ -1111,12 +1165,14 @@ impl Server {
                         info!("listener {:?}: new settings apply", l.name);
                     }
                     slot.config = l.clone();
+                    self.http.configure(index, l);
                     kept.push(l.name.clone());
                 }
                 changed => {
                     let mut slot = self.listeners[index].take().expect("checked above");
                     let _ = self.poll.registry().deregister(&mut slot.socket);
-                    let mut draining = 0;
+                    let (http, mut ctx, _) = self.http_ctx();
+                    let mut draining = http.drain_listener(index, &mut ctx);
                     for conn in self.conns.values_mut().filter(|c| c.peer.listener == index) {
                         conn.draining = true;
                         draining += 1;
@@ -1139,6 +1195,7 @@ impl Server {
                     .map(|()| socket)
             }) {
                 Ok(socket) => {
+                    self.http.configure(index, lc);
                     let local = socket.local_addr().map_or(lc.bind, |a| a);
                     info!(
                         "listener {:?} ({}, max_frame_bytes {}, idle_timeout {}) listening on {local}",
@@ -1205,6 +1262,7 @@ impl Server {
                 let _ = self.poll.registry().deregister(&mut slot.socket);
             }
         }
+        self.shutdown_http();
         // Connections with no complete frame waiting have nothing more to deliver; native ones
         // stay until the ACKs of their frames in the sinks went out (see `finish`).
         let idle: Vec<Token> = self
@@ -1282,7 +1340,10 @@ impl Server {
                     self.intake.pool.complete(&c);
                 }
                 Message::Recorded(batch, result) => self.on_recorded(batch, result),
-                Message::Reserved(..) | Message::Converted(_) | Message::ConfigChanged => {}
+                Message::Reserved(..)
+                | Message::Converted(_)
+                | Message::Transcoded(_)
+                | Message::ConfigChanged => {}
             }
         }
         // The recorder writes what it was sent, then ends; its last reports ACK those frames.
@@ -1322,6 +1383,78 @@ impl Server {
             }
         }
         info!("framegate stopped");
+    }
+}
+
+/// The hooks of HTTP connections ([`HttpFront`]): each lends it the parts of the loop it needs.
+impl Server {
+    fn http_ctx(&mut self) -> (&mut HttpFront, web::Ctx<'_>, &mut [u8]) {
+        (
+            &mut self.http,
+            web::Ctx {
+                intake: &mut self.intake,
+                registry: self.poll.registry(),
+                shutting_down: self.shutdown_deadline.is_some(),
+            },
+            &mut self.scratch,
+        )
+    }
+
+    fn pump_http(&mut self, token: Token) {
+        let (http, mut ctx, scratch) = self.http_ctx();
+        match http.pump(token, scratch, &mut ctx) {
+            web::Pumped::Idle => {}
+            web::Pumped::MoreToRead => self.runnable.push_back(token),
+            web::Pumped::Stalled => self.stalled.push_back(token),
+            web::Pumped::Closed => self.after_http_close(),
+        }
+        if self.http.wants_figures() {
+            self.answer_http_figures();
+        }
+        // Answers go out now, not at the end of a turn that may sleep first.
+        self.end_http_turn();
+    }
+
+    fn flush_http(&mut self, token: Token) {
+        let (http, mut ctx, _) = self.http_ctx();
+        http.flush(token, &mut ctx);
+        self.after_http_close();
+    }
+
+    /// Writes what HTTP connections queued this turn; those that answered a request are
+    /// pumped again (a pipelined request may wait in their buffer).
+    fn end_http_turn(&mut self) {
+        let (http, mut ctx, _) = self.http_ctx();
+        let again = http.end_turn(&mut ctx);
+        self.runnable.extend(again);
+        self.after_http_close();
+    }
+
+    fn sweep_http(&mut self, now: Instant) {
+        let (http, mut ctx, _) = self.http_ctx();
+        http.sweep(now, &mut ctx);
+        self.end_http_turn();
+    }
+
+    fn shutdown_http(&mut self) {
+        let (http, mut ctx, _) = self.http_ctx();
+        http.shutdown(&mut ctx);
+    }
+
+    /// `/api/devices` and `/metrics` need the loop's figures.
+    fn answer_http_figures(&mut self) {
+        let status = self.status();
+        let mut open: HashMap<Arc<str>, usize> = HashMap::new();
+        for conn in self.conns.values() {
+            *open.entry(conn.peer.listener_name.clone()).or_default() += 1;
+        }
+        self.http.answer_figures(&status, open);
+    }
+
+    fn after_http_close(&mut self) {
+        if self.accept_paused && self.conns.len() + self.http.len() < self.max_connections {
+            self.resume_accepting();
+        }
     }
 }
 

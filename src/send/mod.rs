@@ -76,7 +76,7 @@ pub fn header(framing: Framing, len: usize) -> Vec<u8> {
         Framing::AsciiLength => len.to_string().into_bytes(),
         Framing::U32Le => (len as u32).to_le_bytes().to_vec(),
         Framing::U32Be => (len as u32).to_be_bytes().to_vec(),
-        Framing::Auto | Framing::Native | Framing::Imagezmq => {
+        Framing::Auto | Framing::Native | Framing::Imagezmq | Framing::Http => {
             unreachable!("send() refuses these first")
         }
     }
@@ -94,6 +94,12 @@ pub fn send(plan: &SendPlan, images: &[Vec<u8>]) -> io::Result<SendReport> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "the native protocol goes through native::NativeSender",
+        ));
+    }
+    if plan.framing == Framing::Http {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--framing http is for listeners; upload with curl --data-binary @img.jpg http://HOST:PORT/frames/DEVICE",
         ));
     }
     if plan.framing == Framing::Imagezmq {

@@ -1,25 +1,40 @@
 #!/usr/bin/env bash
-# Makes a Python venv with pyzmq, imagezmq and numpy (from PyPI) under DIR, unless DIR already
-# has a working one, and prints the venv's python path on stdout (and nothing else there).
+# Makes a Python venv with PACKAGEs (from PyPI) under DIR, unless DIR already has a working
+# one, and prints the venv's python path on stdout (and nothing else there). Each argument
+# after DIR is PACKAGE=MODULE (the module that proves it is installed) or just PACKAGE.
+# Without packages: pyzmq, imagezmq and numpy, for the imagezmq tests.
 #
 #   python=$(tests/devices/imagezmq_venv.sh "${TMPDIR:-/tmp}/framegate-imagezmq-venv")
 #   "$python" tests/devices/imagezmq_sender.py --to tcp://127.0.0.1:5555 --array-seed 1
+#   python=$(tests/devices/imagezmq_venv.sh /tmp/prom-venv prometheus-client=prometheus_client)
 #
 # Self-contained for fresh CI machines: when `python3 -m venv` fails because the Debian package
 # python3-venv (ensurepip) is missing, it installs that with apt-get (as root, or with sudo
 # without a password) and tries again. Progress goes to stderr.
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 DIR" >&2
+if [ $# -lt 1 ]; then
+    echo "usage: $0 DIR [PACKAGE[=MODULE]...]" >&2
     exit 2
 fi
 dir=$1
+shift
 python=$dir/bin/python
-packages=(pyzmq imagezmq numpy)
+specs=("$@")
+if [ ${#specs[@]} -eq 0 ]; then
+    specs=(pyzmq=zmq imagezmq=imagezmq numpy=numpy)
+fi
+packages=()
+modules=()
+for spec in "${specs[@]}"; do
+    packages+=("${spec%%=*}")
+    module=${spec#*=}
+    modules+=("${module//-/_}")
+done
+imports="import $(IFS=,; echo "${modules[*]}")"
 
-# A venv that imports all three is reused as it is: no network needed.
-if [ -x "$python" ] && "$python" -c 'import zmq, imagezmq, numpy' 2>/dev/null; then
+# A venv that imports them all is reused as it is: no network needed.
+if [ -x "$python" ] && "$python" -c "$imports" 2>/dev/null; then
     echo "$python"
     exit 0
 fi
@@ -49,5 +64,5 @@ if ! make_venv; then
 fi
 
 "$python" -m pip install --quiet --disable-pip-version-check "${packages[@]}" >&2
-"$python" -c 'import zmq, imagezmq, numpy' >&2
+"$python" -c "$imports" >&2
 echo "$python"
