@@ -223,7 +223,7 @@ impl Sink for FileSink {
             sync_dir(dir)?;
         }
         if !self.config.keep.is_unlimited() {
-            self.retain(&path, frame.payload.len() as u64);
+            self.retain(&path, frame.payload.len() as u64, frame.received_at);
         }
         Ok(Committed { path: Some(path) })
     }
@@ -231,14 +231,18 @@ impl Sink for FileSink {
 
 impl FileSink {
     /// Records the stored file and deletes the oldest ones beyond `keep`.
-    fn retain(&self, path: &Path, size: u64) {
+    fn retain(&self, path: &Path, size: u64, received: SystemTime) {
         let doomed = {
             let mut guard = self
                 .retention
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             match guard.as_mut() {
-                Some(retention) => retention.add(path.to_path_buf(), size, SystemTime::now()),
+                Some(retention) => {
+                    // Ordered by receive time, not commit time: workers may commit a frame
+                    // after a newer one, and the newest frames are the ones to keep.
+                    retention.add(path.to_path_buf(), size, received, SystemTime::now())
+                }
                 None => {
                     // The first file since start: the scan sees it already.
                     let retention =

@@ -78,10 +78,18 @@ impl Retention {
         (self.files.len() as u64, self.bytes)
     }
 
-    /// Records a file just stored; returns the files to delete to stay within the limits
-    /// (never the one just stored).
-    pub fn add(&mut self, path: PathBuf, size: u64, now: SystemTime) -> Vec<PathBuf> {
-        self.insert(path.clone(), size, now);
+    /// Records a file just stored, of a frame received at `received`; returns the files to
+    /// delete to stay within the limits, oldest (by receive time) first. That may be the new
+    /// file itself, when workers committed it after newer frames; never a file that alone is
+    /// over `max_bytes`, which is kept.
+    pub fn add(
+        &mut self,
+        path: PathBuf,
+        size: u64,
+        received: SystemTime,
+        now: SystemTime,
+    ) -> Vec<PathBuf> {
+        self.insert(path.clone(), size, received);
         self.enforce(&path, now)
     }
 
@@ -101,8 +109,8 @@ impl Retention {
             let Some(((when, oldest), _)) = self.files.iter().next() else {
                 break;
             };
-            if *oldest == path {
-                break; // the newest file alone is over max_bytes: keep it, it is the point
+            if *oldest == path && self.files.len() == 1 {
+                break; // the new file alone is over max_bytes: keep it, it is the point
             }
             let key = (*when, oldest.clone());
             let size = self.files.remove(&key).expect("just seen");
@@ -154,19 +162,28 @@ mod tests {
             files: BTreeMap::new(),
             bytes: 0,
         };
-        assert!(r.add("a".into(), 50, at(1000)).is_empty());
-        assert!(r.add("b".into(), 50, at(1001)).is_empty());
-        assert!(r.add("c".into(), 50, at(1002)).is_empty());
-        assert_eq!(r.add("d".into(), 50, at(1003)), [PathBuf::from("a")]);
+        assert!(r.add("a".into(), 50, at(1000), at(1000)).is_empty());
+        assert!(r.add("b".into(), 50, at(1001), at(1001)).is_empty());
+        assert!(r.add("c".into(), 50, at(1002), at(1002)).is_empty());
+        assert_eq!(
+            r.add("d".into(), 50, at(1003), at(1003)),
+            [PathBuf::from("a")]
+        );
         // 50 + 50 + 50 + 120 = 270 > 250 bytes, and 4 files > 3: the oldest goes.
-        assert_eq!(r.add("e".into(), 120, at(1004)), [PathBuf::from("b")]);
+        assert_eq!(
+            r.add("e".into(), 120, at(1004), at(1004)),
+            [PathBuf::from("b")]
+        );
         assert_eq!(r.totals(), (3, 220));
         // Bytes alone: 220 + 60 > 250 removes c, then 4 > 3 files is fixed too.
-        assert_eq!(r.add("f".into(), 60, at(1005)), [PathBuf::from("c")]);
+        assert_eq!(
+            r.add("f".into(), 60, at(1005), at(1005)),
+            [PathBuf::from("c")]
+        );
         // Age: at 1104 everything from before 1004 is older than 100 s.
         assert_eq!(r.expire(at(1104)), [PathBuf::from("d")]);
         // A single file over max_bytes stays (it is the newest frame).
-        let gone = r.add("huge".into(), 1000, at(1106));
+        let gone = r.add("huge".into(), 1000, at(1106), at(1106));
         assert_eq!(gone, [PathBuf::from("e"), PathBuf::from("f")]);
         assert_eq!(r.totals(), (1, 1000));
     }
@@ -180,5 +197,22 @@ mod tests {
         std::fs::write(dir.path().join("cam/.framegate-x.tmp"), b"temp").unwrap();
         let r = Retention::scan(dir.path(), Keep::default());
         assert_eq!(r.totals(), (2, 8));
+    }
+
+    #[test]
+    fn a_frame_committed_after_newer_ones_is_ordered_by_receive_time() {
+        let mut r = Retention {
+            keep: Keep {
+                max_files: Some(2),
+                ..Keep::default()
+            },
+            files: BTreeMap::new(),
+            bytes: 0,
+        };
+        assert!(r.add("2".into(), 1, at(2), at(10)).is_empty());
+        assert!(r.add("3".into(), 1, at(3), at(11)).is_empty());
+        // Frame 1 was received first but committed last: it is the oldest, and it goes.
+        assert_eq!(r.add("1".into(), 1, at(1), at(12)), [PathBuf::from("1")]);
+        assert_eq!(r.totals(), (2, 2));
     }
 }
