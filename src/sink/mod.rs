@@ -10,6 +10,7 @@ pub mod pool;
 pub mod queue;
 pub mod retention;
 pub mod routing;
+pub mod spool;
 pub mod template;
 
 use std::fmt;
