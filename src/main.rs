@@ -241,16 +241,27 @@ fn check(path: PathBuf) -> ExitCode {
         println!("device {ip} = {name:?}");
     }
     for s in &config.sinks {
-        let detail = match &s.kind {
-            SinkKind::File(f) => format!(
-                " path {} (root {}) fsync {} time_zone {:?}",
-                f.path.as_str(),
-                f.path.root().display(),
-                f.fsync,
-                f.time_zone
+        let detail =
+            match &s.kind {
+                SinkKind::File(f) => format!(
+                    " path {} (root {}) fsync {} time_zone {:?}",
+                    f.path.as_str(),
+                    f.path.root().display(),
+                    f.fsync,
+                    f.time_zone
+                ),
+                SinkKind::Discard => String::new(),
+                SinkKind::Forward(f) => format!(
+                " to {} spool {} (max {}, fsync_interval {}) secret {} via {} connect_timeout {}",
+                f.to.join(", "),
+                f.spool_dir.display(),
+                bytesize::ByteSize(f.spool_max_bytes).to_string_as(true),
+                humantime::format_duration(f.spool_fsync_interval),
+                if f.secret.is_some() { "yes" } else { "no" },
+                f.via.as_deref().map_or("none".to_string(), |v| format!("{v:?}")),
+                humantime::format_duration(f.connect_timeout)
             ),
-            SinkKind::Discard => String::new(),
-        };
+            };
         println!(
             "sink {:?}: {}{detail} workers {} queue_capacity {}",
             s.name,

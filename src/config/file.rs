@@ -83,6 +83,8 @@ pub enum SinkType {
     File,
     /// `type = "discard"`.
     Discard,
+    /// `type = "forward"`.
+    Forward,
 }
 
 /// One `[[sink]]`. Keys that only some types take are options here and checked per type.
@@ -101,6 +103,14 @@ pub struct SinkSection {
     #[serde(rename = "match")]
     pub matches: Option<Spanned<MatchSection>>,
     pub when_full: Option<crate::sink::pool::WhenFull>,
+    // Forward sinks (checked in `super::forward`).
+    pub to: Option<Spanned<Vec<Spanned<String>>>>,
+    pub secret: Option<Spanned<String>>,
+    pub secret_file: Option<Spanned<PathBuf>>,
+    pub via: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<HumanDuration>>,
+    pub spool_max_bytes: Option<Spanned<ByteSize>>,
+    pub spool_fsync_interval: Option<Spanned<HumanDuration>>,
 }
 
 /// `match = { devices = ["door-*"], listeners = ["lan"], formats = ["jpeg"] }` on a sink.

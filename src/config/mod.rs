@@ -5,6 +5,7 @@
 
 mod error;
 mod file;
+mod forward;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -127,6 +128,8 @@ pub enum SinkKind {
     File(FileSinkConfig),
     /// Counts and drops.
     Discard,
+    /// Spools each frame and forwards it to another framegate.
+    Forward(crate::sink::forward::ForwardSinkConfig),
 }
 
 impl SinkKind {
@@ -135,6 +138,7 @@ impl SinkKind {
         match self {
             SinkKind::File(_) => "file",
             SinkKind::Discard => "discard",
+            SinkKind::Forward(_) => "forward",
         }
     }
 }
@@ -280,6 +284,10 @@ impl Validator<'_> {
             }
             secrets.insert(id.get_ref().clone(), secret);
         }
+        let state_dir = raw
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let mut sinks = Vec::new();
         let mut names = HashSet::new();
         for section in &raw.sinks {
@@ -289,12 +297,10 @@ impl Validator<'_> {
             }
             sinks.push(sink);
         }
+        crate::sink::forward::place_spools(&mut sinks, &state_dir);
         Ok(Config {
             source: self.label.to_string(),
-            state_dir: raw
-                .state_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            state_dir,
             max_connections,
             shutdown_timeout,
             // Without the key: beside the state, so daemons with their own state_dir (tests,
@@ -410,10 +416,15 @@ impl Validator<'_> {
         let (default_workers, default_queue) = match raw.kind {
             SinkType::File => (2, 64),
             SinkType::Discard => (1, 64),
+            SinkType::Forward => (crate::sink::forward::DEFAULT_WORKERS, 64),
         };
         let workers = positive(&raw.workers, default_workers, "workers")?;
         let queue_capacity = positive(&raw.queue_capacity, default_queue, "queue_capacity")?;
+        if raw.kind != SinkType::Forward {
+            self.refuse_forward_keys(raw)?;
+        }
         let kind = match raw.kind {
+            SinkType::Forward => SinkKind::Forward(self.forward(section, &name)?),
             SinkType::File => {
                 let path = raw.path.as_ref().ok_or_else(|| {
                     self.err(

@@ -6,6 +6,7 @@
 
 pub mod discard;
 pub mod file;
+pub mod forward;
 pub mod pool;
 pub mod queue;
 pub mod retention;

@@ -114,6 +114,10 @@ impl SinkPool {
         let sink: Arc<dyn Sink> = match &config.kind {
             SinkKind::File(file) => Arc::new(FileSink::new(&config.name, file.clone())),
             SinkKind::Discard => Arc::new(DiscardSink::new()),
+            SinkKind::Forward(forward) => Arc::new(
+                super::forward::ForwardSink::open(&config.name, forward)
+                    .map_err(std::io::Error::other)?,
+            ),
         };
         let queue = Arc::new(WorkQueue::new());
         let mut workers = Vec::with_capacity(config.workers);
