@@ -356,3 +356,25 @@ fn frames_are_refused_when_the_device_id_cannot_go_upstream() {
     sink.commit(&frame("cam", 1, false)).unwrap();
     assert_eq!(spool_stats("fwd-refuse").unwrap().frames, 1);
 }
+
+#[test]
+fn a_rebuilt_sink_shares_the_spool_with_the_instance_still_finishing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_held, dead) = refusing();
+    let old = ForwardSink::open("fwd-reload", &config(dir.path(), vec![dead])).unwrap();
+    old.commit(&frame("cam", 1, true)).unwrap();
+    // A reload changed `to`: the new instance opens while the old one still commits.
+    let up = upstream(Behaviour::default());
+    let new =
+        ForwardSink::open("fwd-reload", &config(dir.path(), vec![up.addr.to_string()])).unwrap();
+    old.commit(&frame("cam", 2, true)).unwrap();
+    new.commit(&frame("cam", 3, true)).unwrap();
+    drop(old);
+    // One forwarder, the new settings: everything goes to the new upstream, in order.
+    let got = wait_for(&up, "3 frames", |got| got.len() == 3);
+    assert_eq!(
+        got.iter().map(|g| g.header.seq).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    drop(new);
+}
