@@ -245,6 +245,36 @@ spool_fsync_interval = "5ms""#,
     }
 
     #[test]
+    fn the_example_configs_forward_sink_is_valid_when_uncommented() {
+        let example = include_str!("../../etc/framegate.toml");
+        let start = example.find("# [[sink]]\n# name = \"central\"").unwrap();
+        let end = start + example[start..].find("\n\n").unwrap();
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(secret.path(), "s3cret\n").unwrap();
+        let key = |l: &&str| {
+            let l = l.trim_start_matches("# ");
+            l == "[[sink]]" || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
+        };
+        let sink: String = example[start..end]
+            .lines()
+            .filter(key)
+            .map(|l| l.trim_start_matches("# ").to_string() + "\n")
+            .collect::<String>()
+            .replace(
+                "/etc/framegate/secrets/gateway",
+                &secret.path().display().to_string(),
+            );
+        let config = Config::parse(&format!("{BASE}\n{sink}"), "example").unwrap();
+        let SinkKind::Forward(f) = &config.sinks[0].kind else {
+            panic!("{sink}");
+        };
+        assert_eq!(f.to.len(), 2);
+        assert_eq!(f.secret.as_deref(), Some(&b"s3cret"[..]));
+        assert_eq!(f.via.as_deref(), Some("site-3"));
+        assert_eq!(config.sinks[0].workers, 8);
+    }
+
+    #[test]
     fn mistakes_name_their_line_and_key() {
         let cases = [
             ("name = \"c\"\ntype = \"forward\"", ":8:1:", "has no `to`"),
