@@ -143,8 +143,15 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with the listener's framing chosen.
     pub fn start_with(dir: &Path, sink: SinkKind, framing: Framing) -> Result<Daemon, String> {
+        Daemon::start_config(dir, &config(dir, sink, framing))
+    }
+
+    /// Writes `config` as `dir/framegate.toml` and starts a daemon on it; [`Daemon::addr`] is
+    /// its (one) listener's address, and [`Stopped::log`]'s `committed` comes from a sink
+    /// named `out`.
+    pub fn start_config(dir: &Path, config: &str) -> Result<Daemon, String> {
         let config_path: PathBuf = dir.join("framegate.toml");
-        fs::write(&config_path, config(dir, sink, framing))
+        fs::write(&config_path, config)
             .map_err(|e| format!("writing {}: {e}", config_path.display()))?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_framegate"))
             .arg("run")

@@ -271,7 +271,7 @@ spool_fsync_interval = "5ms""#,
         assert_eq!(f.to.len(), 2);
         assert_eq!(f.secret.as_deref(), Some(&b"s3cret"[..]));
         assert_eq!(f.via.as_deref(), Some("site-3"));
-        assert_eq!(config.sinks[0].workers, 8);
+        assert_eq!(config.sinks[0].workers, 32);
     }
 
     #[test]

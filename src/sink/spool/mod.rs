@@ -7,9 +7,10 @@
 //!
 //! **Appending** ([`Spool::reserve`], then [`Reservation::append`]) writes the record to the
 //! active segment and waits until an fsync covers it: group commit. The first waiter becomes
-//! the leader; it waits at most `fsync_interval` for committers that reserved a place but have
-//! not written yet (so frames committed together share one fsync, while a lone frame is
-//! synced at once), syncs, and releases everyone its sync covered. Only synced records become
+//! the leader; it waits, at most `fsync_interval`, for committers that reserved a place but
+//! have not written yet and for frames that keep arriving (until none came for
+//! [`GATHER_QUIET`]), so frames committed together share one fsync while a lone frame waits
+//! only that long; then it syncs and releases everyone its sync covered. Only synced records become
 //! visible to the forwarder. A new segment starts when the active one would pass a size
 //! ([`State::segment_target`]); the old one is synced first.
 //!
@@ -51,6 +52,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// A fully acknowledged active segment larger than this is deleted at once; a smaller one is
 /// kept for the next frames, so a trickle of frames does not create and delete a file each.
 const RETIRE_ACTIVE_AT: u64 = 1 << 20;
+/// A group commit's leader syncs once no frame joined for this long (or `fsync_interval` is
+/// over): workers released by the previous sync come back with their next frames within it.
+const GATHER_QUIET: Duration = Duration::from_micros(500);
 /// fsync failures remembered for the committers still to be told.
 const FAILURES_KEPT: usize = 64;
 
@@ -461,18 +465,33 @@ impl Spool {
                 continue;
             }
             st.syncing = true;
-            // Frames reserved but not written yet are on their way: let them share this sync.
+            // Let frames on their way share this sync: those reserved but not written yet, and
+            // those that keep arriving (the workers the last sync released, with their next
+            // frames), until none came for GATHER_QUIET or fsync_interval is over.
             let deadline = Instant::now() + st.fsync_interval;
-            while st.in_commit_total > st.unsynced.len() {
+            loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
                 }
-                st = self
+                let expected = st.in_commit_total > st.unsynced.len();
+                let before = st.appended;
+                let (guard, waited) = self
                     .changed
-                    .wait_timeout(st, left)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+                    .wait_timeout(
+                        st,
+                        if expected {
+                            left
+                        } else {
+                            left.min(GATHER_QUIET)
+                        },
+                    )
+                    .unwrap_or_else(|p| p.into_inner());
+                st = guard;
+                let quiet = waited.timed_out() && st.appended == before;
+                if quiet && st.in_commit_total == st.unsynced.len() {
+                    break;
+                }
             }
             let target = st.appended;
             let file = st
