@@ -546,6 +546,12 @@ impl Reservation<'_> {
         let len = (prefix.len() + payload.len()) as u64;
         let spool = self.spool;
         let mut st = spool.lock();
+        if len > st.max_bytes {
+            return Err(SpoolError::Unfit(format!(
+                "frame {}#{} takes {len} bytes in the spool, more than spool_max_bytes = {}: it can never be spooled",
+                head.device, head.seq, st.max_bytes
+            )));
+        }
         if st.disk_bytes + len > st.max_bytes {
             return Err(SpoolError::Full {
                 need: len,

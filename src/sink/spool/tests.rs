@@ -205,6 +205,10 @@ fn a_full_spool_refuses_new_records_until_acknowledgements_free_a_segment() {
     }
     assert!(spool.stats().bytes < before, "a whole segment was freed");
     append(&spool, "cam", seq, 10_000).unwrap();
+    // A frame larger than the whole spool is told so, not "full".
+    let err = append(&spool, "cam", seq + 1, 300_000).unwrap_err();
+    assert!(matches!(err, SpoolError::Unfit(_)), "{err:?}");
+    assert!(err.to_string().contains("can never be spooled"), "{err}");
 }
 
 #[test]
