@@ -60,8 +60,8 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
         },
     };
     vec![
-        shape("1x200KB", 1, 200_000, 400),
-        shape("16x50KB", 16, 50_000, 100),
+        shape("1x200KB", 1, 200_000, 1000),
+        shape("16x50KB", 16, 50_000, 400),
     ]
 }
 

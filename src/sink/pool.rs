@@ -115,7 +115,7 @@ impl SinkPool {
             SinkKind::File(file) => Arc::new(FileSink::new(&config.name, file.clone())),
             SinkKind::Discard => Arc::new(DiscardSink::new()),
             SinkKind::Forward(forward) => Arc::new(
-                super::forward::ForwardSink::open(&config.name, forward)
+                super::forward::ForwardSink::open(&config.name, config.workers, forward)
                     .map_err(std::io::Error::other)?,
             ),
         };

@@ -149,8 +149,13 @@ static OPEN: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 
 impl ForwardSink {
     /// Opens (recovering) the sink's spool, or joins the instance already using it, and
-    /// (re)starts its forwarder with these settings.
-    pub fn open(name: &str, config: &ForwardSinkConfig) -> Result<ForwardSink, SpoolError> {
+    /// (re)starts its forwarder with these settings. `workers` is how many frames the sink
+    /// commits at once (a group commit with all of them syncs at once).
+    pub fn open(
+        name: &str,
+        workers: usize,
+        config: &ForwardSinkConfig,
+    ) -> Result<ForwardSink, SpoolError> {
         let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
         open.retain(|weak| weak.strong_count() > 0);
         let running = open
@@ -159,9 +164,11 @@ impl ForwardSink {
             .find(|s| s.spool.dir() == config.spool_dir);
         let shared = match running {
             Some(shared) => {
-                shared
-                    .spool
-                    .set_limits(config.spool_max_bytes, config.spool_fsync_interval);
+                shared.spool.set_limits(
+                    config.spool_max_bytes,
+                    config.spool_fsync_interval,
+                    workers,
+                );
                 *shared.name.lock().unwrap_or_else(PoisonError::into_inner) = name.to_string();
                 shared
             }
@@ -170,6 +177,7 @@ impl ForwardSink {
                     dir: config.spool_dir.clone(),
                     max_bytes: config.spool_max_bytes,
                     fsync_interval: config.spool_fsync_interval,
+                    committers: workers,
                 })?;
                 let shared = Arc::new(Shared {
                     name: Mutex::new(name.to_string()),

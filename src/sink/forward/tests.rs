@@ -238,6 +238,7 @@ fn frames_arrive_with_their_identity_after_failover_and_a_retry() {
     });
     let sink = ForwardSink::open(
         "fwd-identity",
+        4,
         &config(dir.path(), vec![dead, up.addr.to_string()]),
     )
     .unwrap();
@@ -315,6 +316,7 @@ fn unacknowledged_frames_go_again_after_a_restart() {
     });
     let sink = ForwardSink::open(
         "fwd-restart",
+        4,
         &config(dir.path(), vec![silent.addr.to_string()]),
     )
     .unwrap();
@@ -329,6 +331,7 @@ fn unacknowledged_frames_go_again_after_a_restart() {
     let up = upstream(Behaviour::default());
     let sink = ForwardSink::open(
         "fwd-restart",
+        4,
         &config(dir.path(), vec![up.addr.to_string()]),
     )
     .unwrap();
@@ -349,7 +352,7 @@ fn unacknowledged_frames_go_again_after_a_restart() {
 fn frames_are_refused_when_the_device_id_cannot_go_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let (_held, dead) = refusing();
-    let sink = ForwardSink::open("fwd-refuse", &config(dir.path(), vec![dead])).unwrap();
+    let sink = ForwardSink::open("fwd-refuse", 4, &config(dir.path(), vec![dead])).unwrap();
     let err = sink.commit(&frame(&"x".repeat(65), 1, false)).unwrap_err();
     assert!(err.to_string().contains("cannot be forwarded"), "{err}");
     // Spooled while the upstream is unreachable: committed all the same.
@@ -361,12 +364,16 @@ fn frames_are_refused_when_the_device_id_cannot_go_upstream() {
 fn a_rebuilt_sink_shares_the_spool_with_the_instance_still_finishing() {
     let dir = tempfile::tempdir().unwrap();
     let (_held, dead) = refusing();
-    let old = ForwardSink::open("fwd-reload", &config(dir.path(), vec![dead])).unwrap();
+    let old = ForwardSink::open("fwd-reload", 4, &config(dir.path(), vec![dead])).unwrap();
     old.commit(&frame("cam", 1, true)).unwrap();
     // A reload changed `to`: the new instance opens while the old one still commits.
     let up = upstream(Behaviour::default());
-    let new =
-        ForwardSink::open("fwd-reload", &config(dir.path(), vec![up.addr.to_string()])).unwrap();
+    let new = ForwardSink::open(
+        "fwd-reload",
+        4,
+        &config(dir.path(), vec![up.addr.to_string()]),
+    )
+    .unwrap();
     old.commit(&frame("cam", 2, true)).unwrap();
     new.commit(&frame("cam", 3, true)).unwrap();
     drop(old);

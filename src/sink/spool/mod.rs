@@ -8,9 +8,10 @@
 //! **Appending** ([`Spool::reserve`], then [`Reservation::append`]) writes the record to the
 //! active segment and waits until an fsync covers it: group commit. The first waiter becomes
 //! the leader; it waits, at most `fsync_interval`, for committers that reserved a place but
-//! have not written yet and for frames that keep arriving (until none came for
-//! [`GATHER_QUIET`]), so frames committed together share one fsync while a lone frame waits
-//! only that long; then it syncs and releases everyone its sync covered. Only synced records become
+//! have not written yet and for frames that keep arriving (until every committer the sink has
+//! joined, or none came for [`GATHER_QUIET`]), so frames committed together share one fsync
+//! while a lone frame waits only that long; then it syncs and releases everyone its sync
+//! covered. Only synced records become
 //! visible to the forwarder. A new segment starts when the active one would pass a size
 //! ([`State::segment_target`]); the old one is synced first.
 //!
@@ -67,6 +68,9 @@ pub struct SpoolConfig {
     pub max_bytes: u64,
     /// How long a group commit waits for frames being committed at the same moment.
     pub fsync_interval: Duration,
+    /// Most frames committed at the same moment (the sink's workers): a group commit that has
+    /// them all syncs without waiting further.
+    pub committers: usize,
 }
 
 /// Where a record lives: its segment and offset.
@@ -186,6 +190,7 @@ struct Entry {
 struct State {
     max_bytes: u64,
     fsync_interval: Duration,
+    committers: usize,
     segments: BTreeMap<u64, Segment>,
     /// The segment appended to.
     active: Option<u64>,
@@ -223,6 +228,7 @@ impl Spool {
         let mut state = State {
             max_bytes: config.max_bytes,
             fsync_interval: config.fsync_interval,
+            committers: config.committers.max(1),
             segments: BTreeMap::new(),
             active: None,
             next_segment: 1,
@@ -267,10 +273,11 @@ impl Spool {
     }
 
     /// Applies new limits (a reload changed the sink's settings).
-    pub fn set_limits(&self, max_bytes: u64, fsync_interval: Duration) {
+    pub fn set_limits(&self, max_bytes: u64, fsync_interval: Duration, committers: usize) {
         let mut st = self.lock();
         st.max_bytes = max_bytes;
         st.fsync_interval = fsync_interval;
+        st.committers = committers.max(1);
     }
 
     /// Sets what to call when records become claimable (the forwarder's wake-up).
@@ -467,14 +474,15 @@ impl Spool {
             st.syncing = true;
             // Let frames on their way share this sync: those reserved but not written yet, and
             // those that keep arriving (the workers the last sync released, with their next
-            // frames), until none came for GATHER_QUIET or fsync_interval is over.
+            // frames), until every committer joined, none came for GATHER_QUIET, or
+            // fsync_interval is over.
             let deadline = Instant::now() + st.fsync_interval;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+                let expected = st.in_commit_total > st.unsynced.len();
+                if left.is_zero() || (!expected && st.unsynced.len() >= st.committers) {
                     break;
                 }
-                let expected = st.in_commit_total > st.unsynced.len();
                 let before = st.appended;
                 let (guard, waited) = self
                     .changed

@@ -12,6 +12,7 @@ fn config(dir: &Path) -> SpoolConfig {
         dir: dir.to_path_buf(),
         max_bytes: 1 << 30,
         fsync_interval: Duration::from_millis(10),
+        committers: 8,
     }
 }
 
@@ -332,7 +333,7 @@ proptest! {
     fn the_spool_holds_what_was_appended_and_not_acknowledged(ops in prop::collection::vec(op(), 1..60)) {
         let dir = tempfile::tempdir().unwrap();
         // Small segments, so rotation and segment deletion happen too.
-        let cfg = SpoolConfig { max_bytes: 1 << 20, fsync_interval: Duration::ZERO, dir: dir.path().to_path_buf() };
+        let cfg = SpoolConfig { max_bytes: 1 << 20, fsync_interval: Duration::ZERO, committers: 1, dir: dir.path().to_path_buf() };
         let mut spool = Spool::open(&cfg).unwrap();
         let mut model: BTreeMap<(String, u64), usize> = BTreeMap::new();
         for op in ops {
