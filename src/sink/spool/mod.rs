@@ -7,11 +7,11 @@
 //!
 //! **Appending** ([`Spool::reserve`], then [`Reservation::append`]) writes the record to the
 //! active segment and waits until an fsync covers it: group commit. The first waiter becomes
-//! the leader; it waits, at most `fsync_interval`, for committers that reserved a place but
-//! have not written yet and for frames that keep arriving (until every committer the sink has
-//! joined, or none came for [`GATHER_QUIET`]), so frames committed together share one fsync
-//! while a lone frame waits only that long; then it syncs and releases everyone its sync
-//! covered. Only synced records become
+//! the leader; it waits for committers that reserved a place but have not written yet and for
+//! frames that keep arriving (until every committer the sink has joined, or none came for
+//! [`GATHER_QUIET`]), but no longer than an fsync has been taking and at most
+//! `fsync_interval`; then it syncs and releases everyone its sync covered. On a slow disk
+//! frames committed together share one fsync; where fsyncs cost nothing, nobody waits. Only synced records become
 //! visible to the forwarder. A new segment starts when the active one would pass a size
 //! ([`State::segment_target`]); the old one is synced first.
 //!
@@ -56,6 +56,10 @@ const RETIRE_ACTIVE_AT: u64 = 1 << 20;
 /// A group commit's leader syncs once no frame joined for this long (or `fsync_interval` is
 /// over): workers released by the previous sync come back with their next frames within it.
 const GATHER_QUIET: Duration = Duration::from_micros(500);
+/// Shorter gathering waits are not worth a sleep.
+const MIN_GATHER: Duration = Duration::from_micros(100);
+/// What an fsync is assumed to cost until some were measured: a disk's, not a tmpfs's.
+const INITIAL_SYNC_COST: Duration = Duration::from_millis(1);
 /// fsync failures remembered for the committers still to be told.
 const FAILURES_KEPT: usize = 64;
 
@@ -191,6 +195,8 @@ struct State {
     max_bytes: u64,
     fsync_interval: Duration,
     committers: usize,
+    /// How long an fsync has been taking (a moving average).
+    sync_cost: Duration,
     segments: BTreeMap<u64, Segment>,
     /// The segment appended to.
     active: Option<u64>,
@@ -229,6 +235,7 @@ impl Spool {
             max_bytes: config.max_bytes,
             fsync_interval: config.fsync_interval,
             committers: config.committers.max(1),
+            sync_cost: INITIAL_SYNC_COST,
             segments: BTreeMap::new(),
             active: None,
             next_segment: 1,
@@ -433,6 +440,12 @@ impl Spool {
         done
     }
 
+    /// Makes group commits assume an fsync takes `cost` (tests: a slow disk on any disk).
+    #[cfg(test)]
+    fn assume_sync_cost(&self, cost: Duration) {
+        self.lock().sync_cost = cost;
+    }
+
     /// Records, bytes and totals now.
     pub fn stats(&self) -> SpoolStats {
         let st = self.lock();
@@ -474,13 +487,15 @@ impl Spool {
             st.syncing = true;
             // Let frames on their way share this sync: those reserved but not written yet, and
             // those that keep arriving (the workers the last sync released, with their next
-            // frames), until every committer joined, none came for GATHER_QUIET, or
-            // fsync_interval is over.
-            let deadline = Instant::now() + st.fsync_interval;
+            // frames), until every committer joined or none came for GATHER_QUIET. That is
+            // worth it only for about as long as an fsync takes: on a slow disk up to
+            // fsync_interval, on a tmpfs not at all.
+            let deadline = Instant::now() + st.fsync_interval.min(st.sync_cost);
             loop {
-                let left = deadline.saturating_duration_since(Instant::now());
                 let expected = st.in_commit_total > st.unsynced.len();
-                if left.is_zero() || (!expected && st.unsynced.len() >= st.committers) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                // Sleeping (and being woken) costs more than a wait this short could gain.
+                if left < MIN_GATHER || (!expected && st.unsynced.len() >= st.committers) {
                     break;
                 }
                 let before = st.appended;
@@ -508,9 +523,12 @@ impl Spool {
                 .map(|s| s.file.clone());
             drop(st);
             // Records of older segments were synced when their segment was closed.
+            let synced_at = Instant::now();
             let result = file.map_or(Ok(()), |f| f.sync_data());
+            let took = synced_at.elapsed();
             st = self.lock();
             st.stats.syncs += 1;
+            st.sync_cost = (st.sync_cost * 3 + took) / 4;
             if let Err(e) = result {
                 let why = format!("spool {}: fsync failed: {e}", self.dir.display());
                 log::error!("{why}");

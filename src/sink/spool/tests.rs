@@ -233,6 +233,7 @@ fn a_frame_still_being_committed_holds_back_higher_numbers_of_its_device() {
         ..config(dir.path())
     })
     .unwrap();
+    spool.assume_sync_cost(Duration::from_secs(5));
     let cam: Arc<str> = Arc::from("cam");
     let five = spool.reserve(&cam, 5);
     append(&spool, "cam", 6, 1000).unwrap();
@@ -261,6 +262,7 @@ fn frames_committed_together_share_one_fsync() {
         })
         .unwrap(),
     );
+    spool.assume_sync_cost(Duration::from_secs(5));
     let started = Instant::now();
     let cam: Arc<str> = Arc::from("cam");
     let first = spool.reserve(&cam, 1);
