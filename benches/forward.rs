@@ -191,10 +191,7 @@ fn report(rows: &[Row]) {
     for (name, l, runs) in rows {
         let fps = |d: Duration| l.frames() as f64 / d.as_secs_f64();
         let mut medians = [0.0; 2];
-        for (i, label) in ["direct", "chain (gateway, spool on disk)"]
-            .iter()
-            .enumerate()
-        {
+        for (i, label) in ["direct", "chain (via the gateway)"].iter().enumerate() {
             let mut e2e: Vec<f64> = runs
                 .iter()
                 .filter_map(|p| p[i])
