@@ -225,6 +225,8 @@ impl Sink for ForwardSink {
                 self.name, &*frame.device
             ))
         })?;
+        // First, so that the device's higher-numbered frames wait for this one from now on.
+        let reservation = self.shared.spool.reserve(&frame.device, frame.seq);
         let head = RecordHead {
             device: frame.device.to_string(),
             seq: frame.seq,
@@ -238,9 +240,7 @@ impl Sink for ForwardSink {
                 .map(|n| n.meta.clone())
                 .unwrap_or_default(),
         };
-        self.shared
-            .spool
-            .reserve(&frame.device, frame.seq)
+        reservation
             .append(&head, &frame.payload)
             .map_err(|e| SinkError::new(format!("forward sink {:?}: {e}", self.name)))?;
         Ok(Committed::default())
