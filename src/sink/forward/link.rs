@@ -190,3 +190,33 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_probe_idle_connections_and_bound_unacknowledged_data() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let now = Instant::now();
+        let link = Link::connect(
+            Arc::from("cam"),
+            listener.local_addr().unwrap(),
+            0,
+            1,
+            None,
+            now + Duration::from_secs(5),
+            now,
+        )
+        .unwrap();
+        let socket = socket2::SockRef::from(&link.stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(socket.keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(socket.keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        assert_eq!(socket.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
+        assert!(socket.nodelay().unwrap());
+        // HELLO waits to be written once connected.
+        assert!(!link.session.output().is_empty());
+    }
+}
