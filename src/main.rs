@@ -241,27 +241,17 @@ fn check(path: PathBuf) -> ExitCode {
         println!("device {ip} = {name:?}");
     }
     for s in &config.sinks {
-        let detail =
-            match &s.kind {
-                SinkKind::File(f) => format!(
-                    " path {} (root {}) fsync {} time_zone {:?}",
-                    f.path.as_str(),
-                    f.path.root().display(),
-                    f.fsync,
-                    f.time_zone
-                ),
-                SinkKind::Discard => String::new(),
-                SinkKind::Forward(f) => format!(
-                " to {} spool {} (max {}, fsync_interval {}) secret {} via {} connect_timeout {}",
-                f.to.join(", "),
-                f.spool_dir.display(),
-                bytesize::ByteSize(f.spool_max_bytes).to_string_as(true),
-                humantime::format_duration(f.spool_fsync_interval),
-                if f.secret.is_some() { "yes" } else { "no" },
-                f.via.as_deref().map_or("none".to_string(), |v| format!("{v:?}")),
-                humantime::format_duration(f.connect_timeout)
+        let detail = match &s.kind {
+            SinkKind::File(f) => format!(
+                " path {} (root {}) fsync {} time_zone {:?}",
+                f.path.as_str(),
+                f.path.root().display(),
+                f.fsync,
+                f.time_zone
             ),
-            };
+            SinkKind::Discard => String::new(),
+            SinkKind::Forward(f) => forward_detail(f),
+        };
         println!(
             "sink {:?}: {}{detail} workers {} queue_capacity {}",
             s.name,
@@ -271,6 +261,22 @@ fn check(path: PathBuf) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// What `framegate check` says about a forward sink (never its secret).
+fn forward_detail(f: &framegate::sink::forward::ForwardSinkConfig) -> String {
+    format!(
+        " to {} spool {} (max {}, fsync_interval {}) secret {} via {} connect_timeout {}",
+        f.to.join(", "),
+        f.spool_dir.display(),
+        bytesize::ByteSize(f.spool_max_bytes).to_string_as(true),
+        humantime::format_duration(f.spool_fsync_interval),
+        if f.secret.is_some() { "yes" } else { "no" },
+        f.via
+            .as_deref()
+            .map_or("none".to_string(), |v| format!("{v:?}")),
+        humantime::format_duration(f.connect_timeout)
+    )
 }
 
 fn status(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> ExitCode {

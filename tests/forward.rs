@@ -256,3 +256,32 @@ fn a_gateway_killed_with_frames_in_its_spool_loses_none() {
         "each frame stored once, resends recognised"
     );
 }
+
+#[test]
+fn check_describes_a_forward_sink_without_its_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    let config = format!(
+        "state_dir = \"{}/state\"\n{}",
+        dir.path().display(),
+        gateway_config(([127, 0, 0, 1], 1920).into())
+    );
+    std::fs::write(&path, config).unwrap();
+    let out = framegate(&["check", "--config", path.to_str().unwrap()]);
+    assert_ok("framegate check", &out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let spool = dir.path().join("state/spool/central");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("sink \"central\": forward to 127.0.0.1:1920"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(&format!("spool {}", spool.display())),
+        "{line}"
+    );
+    assert!(
+        line.contains("secret yes") && line.contains("via \"gw-test\""),
+        "{line}"
+    );
+    assert!(!text.contains(SECRET), "the secret is printed: {text}");
+}
