@@ -261,6 +261,7 @@ fn check(path: PathBuf) -> ExitCode {
                 e.retries
             ),
             SinkKind::Discard => String::new(),
+            SinkKind::Forward(f) => forward_detail(f),
         };
         let stage = match &s.image {
             Some(i) => format!(
@@ -278,6 +279,22 @@ fn check(path: PathBuf) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// What `framegate check` says about a forward sink (never its secret).
+fn forward_detail(f: &framegate::sink::forward::ForwardSinkConfig) -> String {
+    format!(
+        " to {} spool {} (max {}, fsync_interval {}) secret {} via {} connect_timeout {}",
+        f.to.join(", "),
+        f.spool_dir.display(),
+        bytesize::ByteSize(f.spool_max_bytes).to_string_as(true),
+        humantime::format_duration(f.spool_fsync_interval),
+        if f.secret.is_some() { "yes" } else { "no" },
+        f.via
+            .as_deref()
+            .map_or("none".to_string(), |v| format!("{v:?}")),
+        humantime::format_duration(f.connect_timeout)
+    )
 }
 
 fn status(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool) -> ExitCode {

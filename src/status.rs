@@ -65,6 +65,33 @@ pub struct SinkStatus {
     /// `hook_failures` and `hook_timeouts`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub details: std::collections::BTreeMap<String, u64>,
+    /// Forward sinks: what their spool holds and has done; absent for other sinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<SpoolStatus>,
+}
+
+/// A forward sink's spool, in `framegate status`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SpoolStatus {
+    /// Frames in the spool, not acknowledged by the upstream yet.
+    pub frames: u64,
+    /// Bytes the spool's files take on disk.
+    pub bytes: u64,
+    /// Frames the upstream acknowledged since the start.
+    pub forwarded: u64,
+    /// Frames the upstream refused for good since the start (removed from the spool).
+    pub rejected: u64,
+}
+
+impl From<crate::sink::spool::SpoolStats> for SpoolStatus {
+    fn from(s: crate::sink::spool::SpoolStats) -> Self {
+        SpoolStatus {
+            frames: s.frames,
+            bytes: s.bytes,
+            forwarded: s.forwarded,
+            rejected: s.rejected,
+        }
+    }
 }
 
 /// Per-device counters kept by the event loop.
@@ -182,14 +209,39 @@ impl Status {
         }
         let _ = writeln!(
             out,
-            "\n{:<24} {:>10} {:>14} {:>7} {:>7} {:>6}",
-            "SINK", "COMMITTED", "BYTES", "FAILED", "DROPPED", "QUEUED"
+            "\n{:<24} {:>10} {:>14} {:>7} {:>7} {:>6} {:>8} {:>12} {:>10}",
+            "SINK",
+            "COMMITTED",
+            "BYTES",
+            "FAILED",
+            "DROPPED",
+            "QUEUED",
+            "SPOOLED",
+            "SPOOL BYTES",
+            "FORWARDED"
         );
         for s in &self.sinks {
+            // Only forward sinks have a spool.
+            let (spooled, spool_bytes, forwarded) = match &s.spool {
+                Some(p) => (
+                    p.frames.to_string(),
+                    p.bytes.to_string(),
+                    p.forwarded.to_string(),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
             let _ = writeln!(
                 out,
-                "{:<24} {:>10} {:>14} {:>7} {:>7} {:>6}",
-                s.name, s.committed, s.bytes, s.failed, s.dropped, s.queued
+                "{:<24} {:>10} {:>14} {:>7} {:>7} {:>6} {:>8} {:>12} {:>10}",
+                s.name,
+                s.committed,
+                s.bytes,
+                s.failed,
+                s.dropped,
+                s.queued,
+                spooled,
+                spool_bytes,
+                forwarded
             );
             if !s.details.is_empty() {
                 let details: Vec<String> =
@@ -235,15 +287,33 @@ mod tests {
             uptime_secs: 65,
             connections: 1,
             devices: rows,
-            sinks: vec![SinkStatus {
-                name: "archive".into(),
-                committed: 2,
-                bytes: 15,
-                failed: 0,
-                dropped: 0,
-                queued: 0,
-                details: [("hook_runs".to_string(), 3)].into(),
-            }],
+            sinks: vec![
+                SinkStatus {
+                    name: "archive".into(),
+                    committed: 2,
+                    bytes: 15,
+                    failed: 0,
+                    dropped: 0,
+                    queued: 0,
+                    spool: None,
+                    details: [("hook_runs".to_string(), 3)].into(),
+                },
+                SinkStatus {
+                    name: "central".into(),
+                    committed: 2,
+                    bytes: 15,
+                    failed: 0,
+                    dropped: 0,
+                    queued: 1,
+                    details: Default::default(),
+                    spool: Some(SpoolStatus {
+                        frames: 3,
+                        bytes: 4096,
+                        forwarded: 7,
+                        rejected: 0,
+                    }),
+                },
+            ],
         };
         let table = status.table(at + Duration::from_secs(7));
         assert!(table.contains("up 1m 5s"), "{table}");
@@ -260,7 +330,19 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("hook_runs 3"), "{table}");
+        assert!(
+            table.lines().any(|l| l.starts_with("archive")
+                && l.split_whitespace().rev().take(3).all(|w| w == "-")),
+            "{table}"
+        );
+        assert!(
+            table.lines().any(|l| l.starts_with("central")
+                && l.split_whitespace().rev().take(3).eq(["7", "4096", "3"])),
+            "{table}"
+        );
         let json = serde_json::to_string(&status).unwrap();
         assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), status);
+        // Sinks without a spool have no `spool` key; documents without one still read.
+        assert_eq!(json.matches("\"spool\"").count(), 1, "{json}");
     }
 }

@@ -146,11 +146,12 @@ impl Daemon {
         Daemon::start_config(dir, &config(dir, sink, framing))
     }
 
-    /// Starts the daemon on a config written by the caller (one listener, which devices
-    /// connect to), waits for `framegate ready`.
-    pub fn start_config(dir: &Path, text: &str) -> Result<Daemon, String> {
+    /// Writes `config` as `dir/framegate.toml` and starts a daemon on it; [`Daemon::addr`] is
+    /// its (one) listener's address, and [`Stopped::log`]'s `committed` comes from a sink
+    /// named `out`.
+    pub fn start_config(dir: &Path, config: &str) -> Result<Daemon, String> {
         let config_path: PathBuf = dir.join("framegate.toml");
-        fs::write(&config_path, text)
+        fs::write(&config_path, config)
             .map_err(|e| format!("writing {}: {e}", config_path.display()))?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_framegate"))
             .arg("run")

@@ -51,9 +51,28 @@ impl Validator<'_> {
             ),
             span(raw.ack.as_ref().map(Spanned::span), "ack"),
         ];
+        let forward = [
+            span(raw.to.as_ref().map(Spanned::span), "to"),
+            span(raw.secret.as_ref().map(Spanned::span), "secret"),
+            span(raw.secret_file.as_ref().map(Spanned::span), "secret_file"),
+            span(raw.via.as_ref().map(Spanned::span), "via"),
+            span(
+                raw.connect_timeout.as_ref().map(Spanned::span),
+                "connect_timeout",
+            ),
+            span(
+                raw.spool_max_bytes.as_ref().map(Spanned::span),
+                "spool_max_bytes",
+            ),
+            span(
+                raw.spool_fsync_interval.as_ref().map(Spanned::span),
+                "spool_fsync_interval",
+            ),
+        ];
         for (ty, name, keys) in [
             (SinkType::File, "file", &file[..]),
             (SinkType::Exec, "exec", &exec[..]),
+            (SinkType::Forward, "forward", &forward[..]),
         ] {
             if raw.kind == ty {
                 continue;

@@ -120,6 +120,8 @@ pub enum SinkType {
     Exec,
     /// `type = "discard"`.
     Discard,
+    /// `type = "forward"`.
+    Forward,
 }
 
 /// One `[[sink]]`. Keys that only some types take are options here and checked per type.
@@ -156,6 +158,14 @@ pub struct SinkSection {
     pub convert: Option<Spanned<crate::sink::image::Convert>>,
     pub quality: Option<Spanned<u8>>,
     pub resize: Option<Spanned<ResizeSection>>,
+    // Forward sinks (checked in `super::forward`).
+    pub to: Option<Spanned<Vec<Spanned<String>>>>,
+    pub secret: Option<Spanned<String>>,
+    pub secret_file: Option<Spanned<PathBuf>>,
+    pub via: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<HumanDuration>>,
+    pub spool_max_bytes: Option<Spanned<ByteSize>>,
+    pub spool_fsync_interval: Option<Spanned<HumanDuration>>,
 }
 
 /// `resize = { max_width = 320, max_height = 240 }` on a sink.

@@ -6,6 +6,7 @@
 mod error;
 mod exec;
 mod file;
+mod forward;
 mod http;
 mod image;
 
@@ -151,6 +152,8 @@ pub enum SinkKind {
     Exec(crate::sink::exec::ExecSinkConfig),
     /// Counts and drops.
     Discard,
+    /// Spools each frame and forwards it to another framegate.
+    Forward(crate::sink::forward::ForwardSinkConfig),
 }
 
 impl SinkKind {
@@ -160,6 +163,7 @@ impl SinkKind {
             SinkKind::File(_) => "file",
             SinkKind::Exec(_) => "exec",
             SinkKind::Discard => "discard",
+            SinkKind::Forward(_) => "forward",
         }
     }
 }
@@ -306,6 +310,10 @@ impl Validator<'_> {
             }
             secrets.insert(id.get_ref().clone(), secret);
         }
+        let state_dir = raw
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let mut sinks = Vec::new();
         let mut names = HashSet::new();
         for section in &raw.sinks {
@@ -316,12 +324,10 @@ impl Validator<'_> {
             sinks.push(sink);
         }
         self.check_followers(&raw.sinks, &sinks)?;
+        crate::sink::forward::place_spools(&mut sinks, &state_dir);
         Ok(Config {
             source: self.label.to_string(),
-            state_dir: raw
-                .state_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            state_dir,
             max_connections,
             shutdown_timeout,
             // Without the key: beside the state, so daemons with their own state_dir (tests,
@@ -452,10 +458,12 @@ impl Validator<'_> {
             SinkType::File => (2, 64),
             SinkType::Exec => (concurrency, 64),
             SinkType::Discard => (1, 64),
+            SinkType::Forward => (crate::sink::forward::DEFAULT_WORKERS, 64),
         };
         let workers = positive(&raw.workers, default_workers, "workers")?;
         let queue_capacity = positive(&raw.queue_capacity, default_queue, "queue_capacity")?;
         let kind = match raw.kind {
+            SinkType::Forward => SinkKind::Forward(self.forward(section, &name)?),
             SinkType::File => {
                 let path = raw.path.as_ref().ok_or_else(|| {
                     self.err(

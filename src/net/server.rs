@@ -125,6 +125,8 @@ pub struct Server {
     started: Instant,
     /// The config file (or the embedded default's name), checked on SIGHUP.
     config_source: String,
+    /// Where state lives; a reload does not move it (forward sinks keep their spools here).
+    state_dir: PathBuf,
     /// systemd notifications.
     notifier: Notifier,
     next_watchdog: Instant,
@@ -369,6 +371,7 @@ impl Server {
             next_sweep: Instant::now() + SWEEP_EVERY,
             shutdown_timeout: config.shutdown_timeout,
             config_source: config.source.clone(),
+            state_dir: config.state_dir.clone(),
             notifier,
             next_watchdog: Instant::now(),
             next_status: Instant::now(),
@@ -1052,6 +1055,7 @@ impl Server {
                         .into_iter()
                         .map(|(k, v)| (k.to_string(), v))
                         .collect(),
+                    spool: crate::sink::forward::spool_stats(name).map(Into::into),
                 })
                 .collect(),
         }
@@ -1144,7 +1148,8 @@ impl Server {
     /// removed or re-bound listeners stop accepting and their connections end at their next
     /// frame boundary; sinks are rebuilt as `SinkPool::reconfigure` says. `state_dir` and the
     /// control socket stay as they were (they take a restart).
-    fn apply(&mut self, new: Config) {
+    fn apply(&mut self, mut new: Config) {
+        crate::sink::forward::place_spools(&mut new.sinks, &self.state_dir);
         self.names = DeviceNames::new(&new.devices);
         self.http.reconfigure(&new);
         self.intake.native.secrets = new.secrets.clone();

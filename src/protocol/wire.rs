@@ -175,6 +175,20 @@ impl ContentType {
             _ => ContentType::Unknown,
         }
     }
+
+    /// The content type of a payload whose magic bytes name `format` (`None`: unknown, the
+    /// server detects it).
+    pub fn of_format(format: Option<image::ImageFormat>) -> ContentType {
+        match format {
+            Some(image::ImageFormat::Jpeg) => ContentType::Jpeg,
+            Some(image::ImageFormat::Png) => ContentType::Png,
+            Some(image::ImageFormat::Gif) => ContentType::Gif,
+            Some(image::ImageFormat::Bmp) => ContentType::Bmp,
+            Some(image::ImageFormat::WebP) => ContentType::Webp,
+            Some(image::ImageFormat::Tiff) => ContentType::Tiff,
+            _ => ContentType::Unknown,
+        }
+    }
 }
 
 /// Everything in a FRAME but the payload.

@@ -4,6 +4,7 @@
 //! not the daemon: blocking I/O is the simple, right choice here): acknowledged over the
 //! native protocol ([`native`], also [`watch`]ing a directory), or in a legacy framing.
 
+pub mod backoff;
 pub mod native;
 pub mod watch;
 

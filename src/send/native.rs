@@ -11,14 +11,10 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::backoff::Backoff;
 use crate::framing::signature;
 use crate::protocol::wire::{auth_tag, checksum, MAX_PAYLOAD};
 use crate::protocol::{ContentType, Decoded, FrameHeader, Message, MessageDecoder, Reason};
-
-/// First wait before a reconnect or a retry.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-/// Longest wait between attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Where and as whom to send.
 #[derive(Debug, Clone)]
@@ -314,19 +310,10 @@ fn now_us() -> u64 {
 }
 
 fn frame_header(seq: u64, captured_us: u64, payload: &[u8]) -> FrameHeader {
-    let content_type = match signature::image_format(payload) {
-        Some(image::ImageFormat::Jpeg) => ContentType::Jpeg,
-        Some(image::ImageFormat::Png) => ContentType::Png,
-        Some(image::ImageFormat::Gif) => ContentType::Gif,
-        Some(image::ImageFormat::Bmp) => ContentType::Bmp,
-        Some(image::ImageFormat::WebP) => ContentType::Webp,
-        Some(image::ImageFormat::Tiff) => ContentType::Tiff,
-        _ => ContentType::Unknown,
-    };
     FrameHeader {
         seq,
         captured_us,
-        content_type,
+        content_type: ContentType::of_format(signature::image_format(payload)),
         meta: Vec::new(),
         payload_len: payload.len() as u32,
         crc32c: checksum(payload),
@@ -373,35 +360,5 @@ fn message_of(decoded: Decoded) -> io::Result<Message> {
             io::ErrorKind::InvalidData,
             "the server sent a FRAME",
         )),
-    }
-}
-
-/// Exponential backoff with jitter: 100 ms doubling to 10 s, each wait 50–150% of the step,
-/// so devices that lost the server together do not come back in lockstep.
-struct Backoff {
-    step: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()) << 32;
-        Backoff {
-            step: BACKOFF_START,
-            rng: seed | 1,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let factor = 0.5 + (self.rng % 1000) as f64 / 1000.0;
-        let wait = self.step.mul_f64(factor);
-        self.step = (self.step * 2).min(BACKOFF_MAX);
-        wait
     }
 }

@@ -7,11 +7,13 @@
 pub mod discard;
 pub mod exec;
 pub mod file;
+pub mod forward;
 pub mod image;
 pub mod pool;
 pub mod queue;
 pub mod retention;
 pub mod routing;
+pub mod spool;
 pub mod template;
 
 use std::fmt;

@@ -142,6 +142,10 @@ impl SinkPool {
             SinkKind::File(file) => Arc::new(FileSink::new(&config.name, file.clone())),
             SinkKind::Exec(exec) => Arc::new(ExecSink::new(&config.name, exec.clone())),
             SinkKind::Discard => Arc::new(DiscardSink::new()),
+            SinkKind::Forward(forward) => Arc::new(
+                super::forward::ForwardSink::open(&config.name, config.workers, forward)
+                    .map_err(std::io::Error::other)?,
+            ),
         };
         let sink: Arc<dyn Sink> = match &config.image {
             Some(stage) => Arc::new(Staged::new(&config.name, stage.clone(), sink)),

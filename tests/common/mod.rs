@@ -75,14 +75,67 @@ impl Daemon {
 
     /// Starts a daemon in `dir` (kept by the caller, e.g. across a restart).
     pub fn start_in(dir: &Path, config: &str) -> Daemon {
+        Daemon::launch(dir, config, None)
+    }
+
+    /// Starts a daemon in `dir` whose listener `name` takes `socket`, passed the way systemd
+    /// does (socket activation). The test keeps the socket, so the daemon can be stopped and
+    /// started again on the same port without anyone re-binding it; while no daemon runs,
+    /// connections wait in its backlog unanswered.
+    pub fn start_in_with_socket(
+        dir: &Path,
+        config: &str,
+        socket: &std::net::TcpListener,
+        name: &str,
+    ) -> Daemon {
+        use std::os::fd::AsRawFd;
+        Daemon::launch(dir, config, Some((socket.as_raw_fd(), name)))
+    }
+
+    fn launch(dir: &Path, config: &str, passed: Option<(i32, &str)>) -> Daemon {
         let mut text = config.replace(DIR, &dir.display().to_string());
         if !text.contains("state_dir") {
             text = format!("state_dir = \"{}/state\"\n{text}", dir.display());
         }
         let config_path = dir.join("framegate.toml");
         std::fs::write(&config_path, &text).expect("write the config");
-        let mut child = Command::new(BIN)
-            .arg("run")
+        let mut command = match passed {
+            None => {
+                let mut command = Command::new(BIN);
+                command.arg("run");
+                command
+            }
+            Some((fd, name)) => {
+                use std::os::unix::process::CommandExt;
+                let mut command = Command::new("sh");
+                // `exec` keeps the shell's pid, so LISTEN_PID=$$ names the daemon.
+                command.args([
+                    "-c",
+                    &format!(
+                        "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES={name} exec \"$0\" run \"$@\""
+                    ),
+                    BIN,
+                ]);
+                // SAFETY: dup2 and fcntl are async-signal-safe; in the child only, they put
+                // the socket at descriptor 3 without close-on-exec.
+                unsafe {
+                    command.pre_exec(move || {
+                        let ok = if fd == 3 {
+                            libc::fcntl(3, libc::F_SETFD, 0) >= 0
+                        } else {
+                            libc::dup2(fd, 3) >= 0
+                        };
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::last_os_error())
+                        }
+                    });
+                }
+                command
+            }
+        };
+        let mut child = command
             .arg("--config")
             .arg(&config_path)
             .env_remove("FRAMEGATE_LOG")

@@ -21,6 +21,13 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 type DeviceSeries = (&'static str, &'static str, fn(&DeviceStatus) -> u64);
 /// A per-listener series.
 type ListenerSeries = (&'static str, &'static str, fn(&ListenerCounts) -> u64);
+/// A per-spool series (forward sinks): name, type, help, reader.
+type SpoolSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::status::SpoolStatus) -> u64,
+);
 /// A per-sink series: name, type, help, reader.
 type SinkSeries = (
     &'static str,
@@ -292,6 +299,54 @@ impl Metrics {
                 sample(o, name, &[("sink", &s.name)], get(s));
             }
         }
+        // Forward sinks' spools; other sinks have none and get no sample.
+        let per_spool: [SpoolSeries; 4] = [
+            (
+                "framegate_sink_spool_bytes",
+                "gauge",
+                "Bytes a forward sink's spool takes on disk.",
+                |s| s.bytes,
+            ),
+            (
+                "framegate_sink_spool_frames",
+                "gauge",
+                "Frames in a forward sink's spool, not acknowledged upstream yet.",
+                |s| s.frames,
+            ),
+            (
+                "framegate_sink_forwarded_total",
+                "counter",
+                "Frames the upstream acknowledged, per forward sink.",
+                |s| s.forwarded,
+            ),
+            (
+                "framegate_sink_forward_rejected_total",
+                "counter",
+                "Frames the upstream refused for good, per forward sink.",
+                |s| s.rejected,
+            ),
+        ];
+        for (name, kind, help, get) in per_spool {
+            family(o, name, kind, help);
+            for s in &status.sinks {
+                if let Some(spool) = &s.spool {
+                    sample(o, name, &[("sink", &s.name)], get(spool));
+                }
+            }
+        }
+        // Type-specific figures (exec hooks' runs, failures, timeouts).
+        let name = "framegate_sink_detail";
+        family(
+            o,
+            name,
+            "gauge",
+            "Figures particular to a sink's type (exec: hook_runs, hook_failures, hook_timeouts).",
+        );
+        for s in &status.sinks {
+            for (detail, value) in &s.details {
+                sample(o, name, &[("sink", &s.name), ("detail", detail)], *value);
+            }
+        }
         let name = "framegate_sink_commit_latency_seconds";
         family(
             o,
@@ -430,6 +485,12 @@ mod tests {
                 dropped: 0,
                 queued: 1,
                 details: Default::default(),
+                spool: Some(crate::status::SpoolStatus {
+                    frames: 3,
+                    bytes: 4096,
+                    forwarded: 7,
+                    rejected: 0,
+                }),
             }],
         };
         let mut m = Metrics::default();
@@ -449,5 +510,6 @@ mod tests {
             "framegate_sink_commit_latency_seconds_bucket{sink=\"files\",le=\"+Inf\"} 2\n"
         ));
         assert!(text.contains("framegate_sink_queue_depth{sink=\"files\"} 1\n"));
+        assert!(text.contains("framegate_sink_spool_bytes{sink=\"files\"} 4096\n"));
     }
 }
