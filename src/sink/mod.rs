@@ -65,6 +65,19 @@ pub trait Sink: Send + Sync {
         self.commit(frame)
     }
 
+    /// Called on the event loop as `frame` is queued for this sink, in arrival order; must be
+    /// cheap. The forward sink notes the frame so that a device's frames leave in order
+    /// whichever worker commits them first.
+    fn accepted(&self, frame: &Frame) {
+        let _ = frame;
+    }
+
+    /// Called on the event loop when `frame`, [`Sink::accepted`] earlier, was dropped from
+    /// the queue (`when_full = "drop_oldest"`): it will never be committed.
+    fn withdrawn(&self, frame: &Frame) {
+        let _ = frame;
+    }
+
     /// Gives up at once: the daemon's shutdown timed out. Work in progress is stopped and
     /// later commits fail fast, so the workers can be joined without waiting.
     fn abort(&self) {}

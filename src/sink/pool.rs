@@ -293,6 +293,7 @@ impl SinkPool {
             done.sinks += 1 + then.len();
             let slot = &mut self.slots[index];
             slot.in_flight += 1;
+            slot.sink.accepted(&frame);
             slot.staged.push(Job {
                 frame: frame.clone(),
                 after: None,
@@ -326,6 +327,7 @@ impl SinkPool {
                 };
                 slot.in_flight -= 1;
                 slot.note_drop();
+                slot.sink.withdrawn(&old.frame);
                 let why = format!(
                     "sink {:?} was full and dropped it for a newer frame (when_full = \"drop_oldest\")",
                     slot.name
@@ -333,6 +335,7 @@ impl SinkPool {
                 // Its followers will never see it either: release their room, settle them.
                 for follower in &old.then {
                     self.slots[follower.sink].in_flight -= 1;
+                    self.slots[follower.sink].sink.withdrawn(&old.frame);
                     done.evicted.push((old.frame.clone(), why.clone()));
                 }
                 done.evicted.push((old.frame, why));
@@ -359,6 +362,7 @@ impl SinkPool {
                 continue;
             }
             slot.in_flight += 1;
+            slot.sink.accepted(frame);
             then.push(Follower {
                 sink,
                 name: slot.name.clone(),

@@ -218,15 +218,25 @@ impl ForwardSink {
 }
 
 impl Sink for ForwardSink {
+    fn accepted(&self, frame: &Frame) {
+        self.shared.spool.announce(&frame.device, frame.seq);
+    }
+
+    fn withdrawn(&self, frame: &Frame) {
+        self.shared.spool.unannounce(&frame.device, frame.seq);
+    }
+
     fn commit(&self, frame: &Frame) -> Result<Committed, SinkError> {
+        // The reservation holds the device's higher-numbered frames back from now on; the
+        // announcement made when the frame was queued did until here.
+        let reservation = self.shared.spool.reserve(&frame.device, frame.seq);
+        self.shared.spool.unannounce(&frame.device, frame.seq);
         check_device(&frame.device).map_err(|why| {
             SinkError::new(format!(
                 "forward sink {:?}: device {:?} cannot be forwarded: {why}",
                 self.name, &*frame.device
             ))
         })?;
-        // First, so that the device's higher-numbered frames wait for this one from now on.
-        let reservation = self.shared.spool.reserve(&frame.device, frame.seq);
         let head = RecordHead {
             device: frame.device.to_string(),
             seq: frame.seq,

@@ -146,6 +146,14 @@ impl Sink for Staged {
         self.inner.commit_after(&*self.prepare(frame)?, before)
     }
 
+    fn accepted(&self, frame: &Frame) {
+        self.inner.accepted(frame);
+    }
+
+    fn withdrawn(&self, frame: &Frame) {
+        self.inner.withdrawn(frame);
+    }
+
     fn abort(&self) {
         self.inner.abort();
     }

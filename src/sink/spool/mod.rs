@@ -207,6 +207,10 @@ struct State {
     unsynced: Vec<(u64, Arrival)>,
     /// Sequence numbers being committed per device (reserved, not yet visible).
     in_commit: HashMap<Arc<str>, BTreeMap<u64, usize>>,
+    /// Frames queued for the sink's workers and not reserved yet ([`Spool::announce`]): they
+    /// hold back higher-numbered records of their device like frames being committed, but a
+    /// group commit does not wait for them.
+    announced: HashMap<Arc<str>, BTreeMap<u64, usize>>,
     in_commit_total: usize,
     /// Visible records per device, by sequence number.
     queues: HashMap<Arc<str>, BTreeMap<u64, Entry>>,
@@ -241,6 +245,7 @@ impl Spool {
             failed: Vec::new(),
             unsynced: Vec::new(),
             in_commit: HashMap::new(),
+            announced: HashMap::new(),
             in_commit_total: 0,
             queues: HashMap::new(),
             fresh: HashSet::new(),
@@ -300,14 +305,55 @@ impl Spool {
             .is_some_and(|q| q.values().any(|e| !e.claimed))
     }
 
+    /// Announces frame `seq` of `device`, queued for the sink's workers (called on the event
+    /// loop as the frame is queued, so no worker's scheduling can let a later frame of the
+    /// device overtake it): higher-numbered records of the device are held back until it is
+    /// reserved ([`Spool::reserve`] then [`Spool::unannounce`]) or withdrawn.
+    pub fn announce(&self, device: &Arc<str>, seq: u64) {
+        let mut st = self.lock();
+        *st.announced
+            .entry(device.clone())
+            .or_default()
+            .entry(seq)
+            .or_default() += 1;
+    }
+
+    /// Ends an announcement: the frame was reserved (which holds back from then on) or will
+    /// never be committed (dropped from the queue).
+    pub fn unannounce(&self, device: &Arc<str>, seq: u64) {
+        let mut st = self.lock();
+        let Some(seqs) = st.announced.get_mut(device) else {
+            return;
+        };
+        if let Some(count) = seqs.get_mut(&seq) {
+            *count -= 1;
+            if *count == 0 {
+                seqs.remove(&seq);
+            }
+        }
+        if seqs.is_empty() {
+            st.announced.remove(device);
+        }
+        st.fresh.insert(device.clone());
+        let on_ready = st.on_ready.clone();
+        drop(st);
+        // The forwarder may be waiting for this hold-back to lift.
+        if let Some(on_ready) = on_ready {
+            on_ready();
+        }
+    }
+
     /// Claims the lowest-numbered unclaimed record of `device`, unless a lower-numbered frame
-    /// of it is still being committed.
+    /// of it is queued for the sink or still being committed.
     pub fn claim_next(&self, device: &str) -> Option<Claim> {
         let mut st = self.lock();
-        let limit = st
-            .in_commit
-            .get(device)
-            .and_then(|m| m.keys().next().copied());
+        let first = |m: &HashMap<Arc<str>, BTreeMap<u64, usize>>| {
+            m.get(device).and_then(|m| m.keys().next().copied())
+        };
+        let limit = match (first(&st.in_commit), first(&st.announced)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let queue = st.queues.get_mut(device)?;
         let (&seq, entry) = queue.iter_mut().find(|(_, e)| !e.claimed)?;
         if limit.is_some_and(|l| l < seq) {

@@ -254,6 +254,49 @@ fn a_frame_still_being_committed_holds_back_higher_numbers_of_its_device() {
 }
 
 #[test]
+fn a_frame_announced_while_queued_holds_back_higher_numbers_without_delaying_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long fsync_interval: if the announcement made a group commit wait for it, the
+    // appends below would take 5 s each.
+    let spool = Spool::open(&SpoolConfig {
+        fsync_interval: Duration::from_secs(5),
+        committers: 1,
+        ..config(dir.path())
+    })
+    .unwrap();
+    let cam: Arc<str> = Arc::from("cam");
+    // Frame 5 is queued, its worker not started yet; 6 overtakes it and is spooled first.
+    spool.announce(&cam, 5);
+    let started = Instant::now();
+    append(&spool, "cam", 6, 1000).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the sync did not wait for 5"
+    );
+    assert!(
+        spool.claim_next("cam").is_none(),
+        "6 waits for the announced 5"
+    );
+    // 5's worker reserves it (that holds back from now on) and ends the announcement.
+    let five = spool.reserve(&cam, 5);
+    spool.unannounce(&cam, 5);
+    assert!(
+        spool.claim_next("cam").is_none(),
+        "still held back by the reservation"
+    );
+    five.append(&head("cam", 5), &payload("cam", 5, 1000))
+        .unwrap();
+    assert_eq!(drain(&spool, "cam"), [5, 6]);
+
+    // A frame dropped from the queue is withdrawn: the hold-back lifts.
+    spool.announce(&cam, 7);
+    append(&spool, "cam", 8, 1000).unwrap();
+    assert!(spool.claim_next("cam").is_none());
+    spool.unannounce(&cam, 7);
+    assert_eq!(drain(&spool, "cam"), [8]);
+}
+
+#[test]
 fn frames_committed_together_share_one_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Arc::new(
