@@ -117,4 +117,22 @@ mod tests {
         assert_eq!((back.width(), back.height()), (32, 16));
         assert!(to_jpeg(b"not an image").is_err());
     }
+
+    #[test]
+    fn every_format_a_device_may_send_becomes_a_jpeg() {
+        let img = image::RgbImage::from_fn(24, 12, |x, y| image::Rgb([x as u8 * 9, y as u8, 7]));
+        for format in [
+            image::ImageFormat::Gif,
+            image::ImageFormat::Bmp,
+            image::ImageFormat::Tiff,
+            image::ImageFormat::WebP,
+        ] {
+            let mut bytes = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut bytes), format)
+                .unwrap();
+            let jpeg = to_jpeg(&bytes).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+            let back = image::load_from_memory(&jpeg).unwrap();
+            assert_eq!((back.width(), back.height()), (24, 12), "{format:?}");
+        }
+    }
 }
