@@ -718,8 +718,14 @@ impl Server {
     /// Every sink that took `frame` finished it (or none took it): answer its device.
     fn frame_done(&mut self, frame: &Arc<Frame>, failure: Option<String>) {
         let key = Arc::as_ptr(frame) as usize;
-        // The live view and MJPEG viewers get every frame, whatever its framing.
-        self.http.frame_done(frame);
+        // The live view and MJPEG viewers get every frame, whatever its framing; without an
+        // HTTP listener there is nobody to show it to, and no memory is spent on it.
+        let serving = self
+            .listeners
+            .iter()
+            .flatten()
+            .any(|l| l.config.framing == Framing::Http);
+        self.http.frame_done(frame, serving);
         if let Some(conn) = self.intake.replies.remove(&key) {
             let token = Token(conn);
             if self.http.owns(token) {

@@ -419,10 +419,14 @@ impl HttpFront {
         self.conns.insert(token, conn);
     }
 
-    /// A frame (any framing) is done by the sinks: it becomes its device's newest, and MJPEG
-    /// viewers of the device get it (JPEGs as they are, others once transcoded).
-    pub fn frame_done(&mut self, frame: &Arc<Frame>) {
+    /// A frame (any framing) is done by the sinks: it is counted, and with an HTTP listener
+    /// to show it (`serving`) it becomes its device's newest and MJPEG viewers of the device
+    /// get it (JPEGs as they are, others once transcoded). Without one, no frame is held.
+    pub fn frame_done(&mut self, frame: &Arc<Frame>, serving: bool) {
         self.metrics.frame(&frame.listener, frame.size());
+        if !serving {
+            return;
+        }
         self.live.put(frame.clone());
         let watched = self
             .viewers
