@@ -158,6 +158,12 @@ pub type OnReady = Arc<dyn Fn() + Send + Sync>;
 pub struct Spool {
     dir: PathBuf,
     state: Mutex<State>,
+    /// Frames queued for the sink's workers and not reserved yet ([`Spool::announce`]): they
+    /// hold back higher-numbered records of their device like frames being committed, but a
+    /// group commit does not wait for them. A lock of its own, because the event loop takes
+    /// it: never behind a worker's write or fsync, which hold `state`. Taken after `state`
+    /// when both are needed.
+    announced: Mutex<HashMap<Arc<str>, BTreeMap<u64, usize>>>,
     /// Group commit: the leader's sync finished, or a reserved frame was written.
     changed: Condvar,
     /// Held with `flock` for the spool's lifetime.
@@ -207,10 +213,6 @@ struct State {
     unsynced: Vec<(u64, Arrival)>,
     /// Sequence numbers being committed per device (reserved, not yet visible).
     in_commit: HashMap<Arc<str>, BTreeMap<u64, usize>>,
-    /// Frames queued for the sink's workers and not reserved yet ([`Spool::announce`]): they
-    /// hold back higher-numbered records of their device like frames being committed, but a
-    /// group commit does not wait for them.
-    announced: HashMap<Arc<str>, BTreeMap<u64, usize>>,
     in_commit_total: usize,
     /// Visible records per device, by sequence number.
     queues: HashMap<Arc<str>, BTreeMap<u64, Entry>>,
@@ -245,7 +247,6 @@ impl Spool {
             failed: Vec::new(),
             unsynced: Vec::new(),
             in_commit: HashMap::new(),
-            announced: HashMap::new(),
             in_commit_total: 0,
             queues: HashMap::new(),
             fresh: HashSet::new(),
@@ -269,6 +270,7 @@ impl Spool {
         Ok(Spool {
             dir,
             state: Mutex::new(state),
+            announced: Mutex::default(),
             changed: Condvar::new(),
             _lock: lock,
         })
@@ -305,13 +307,19 @@ impl Spool {
             .is_some_and(|q| q.values().any(|e| !e.claimed))
     }
 
+    fn lock_announced(&self) -> MutexGuard<'_, HashMap<Arc<str>, BTreeMap<u64, usize>>> {
+        self.announced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Announces frame `seq` of `device`, queued for the sink's workers (called on the event
     /// loop as the frame is queued, so no worker's scheduling can let a later frame of the
     /// device overtake it): higher-numbered records of the device are held back until it is
     /// reserved ([`Spool::reserve`] then [`Spool::unannounce`]) or withdrawn.
     pub fn announce(&self, device: &Arc<str>, seq: u64) {
-        let mut st = self.lock();
-        *st.announced
+        *self
+            .lock_announced()
             .entry(device.clone())
             .or_default()
             .entry(seq)
@@ -321,19 +329,22 @@ impl Spool {
     /// Ends an announcement: the frame was reserved (which holds back from then on) or will
     /// never be committed (dropped from the queue).
     pub fn unannounce(&self, device: &Arc<str>, seq: u64) {
-        let mut st = self.lock();
-        let Some(seqs) = st.announced.get_mut(device) else {
-            return;
-        };
-        if let Some(count) = seqs.get_mut(&seq) {
-            *count -= 1;
-            if *count == 0 {
-                seqs.remove(&seq);
+        {
+            let mut announced = self.lock_announced();
+            let Some(seqs) = announced.get_mut(device) else {
+                return;
+            };
+            if let Some(count) = seqs.get_mut(&seq) {
+                *count -= 1;
+                if *count == 0 {
+                    seqs.remove(&seq);
+                }
+            }
+            if seqs.is_empty() {
+                announced.remove(device);
             }
         }
-        if seqs.is_empty() {
-            st.announced.remove(device);
-        }
+        let mut st = self.lock();
         st.fresh.insert(device.clone());
         let on_ready = st.on_ready.clone();
         drop(st);
@@ -350,7 +361,8 @@ impl Spool {
         let first = |m: &HashMap<Arc<str>, BTreeMap<u64, usize>>| {
             m.get(device).and_then(|m| m.keys().next().copied())
         };
-        let limit = match (first(&st.in_commit), first(&st.announced)) {
+        let announced = first(&self.lock_announced());
+        let limit = match (first(&st.in_commit), announced) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
