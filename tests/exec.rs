@@ -6,19 +6,35 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
 use framegate::protocol::{Message, Reason};
 
-/// Writes an executable `/bin/sh` script `name` into `dir`.
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
+/// A daemon in `dir` with one listener (`name`, `framing`) and the `[[sink]]` tables `sinks`.
+fn daemon(dir: &Path, name: &str, framing: &str, sinks: &str) -> Daemon {
+    Daemon::start_in(
+        dir,
+        &[listener(name, framing, ""), sinks.to_string()].concat(),
+    )
+}
+
+/// The pid a hook wrote to `dir/pid`.
+fn read_pid(dir: &Path) -> i32 {
+    std::fs::read_to_string(dir.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// True once process `pid` is gone (or a zombie nobody reaped yet).
+fn is_gone(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
 }
 
 /// A real 64x48 JPEG.
@@ -57,7 +73,7 @@ fn env_map(text: &str) -> BTreeMap<String, String> {
 fn a_hook_gets_argv_environment_and_stdin_and_its_output_is_logged() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    script(
+    hook_script(
         dir,
         "hook.sh",
         r#"m="$(dirname "$0")/markers/$FRAMEGATE_SEQ"
@@ -139,18 +155,18 @@ fn input_file_is_removed_after_the_hook_and_after_gets_the_committed_path() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // Records the path it was given and a copy of the file.
-    script(
+    hook_script(
         dir,
         "copy.sh",
         r#"out="$(dirname "$0")/$1/$FRAMEGATE_SEQ"
 mkdir -p "$(dirname "$out")"
 cp "$2" "$out.tmp" && printf '%s' "$2" > "$out.path" && mv "$out.tmp" "$out""#,
     );
-    let mut d = Daemon::start_in(
+    let mut d = daemon(
         dir,
-        &[
-            listener("lan", "u32le", ""),
-            r#"
+        "lan",
+        "u32le",
+        r#"
 [[sink]]
 name = "archive"
 type = "file"
@@ -167,10 +183,7 @@ name = "after-archive"
 type = "exec"
 after = "archive"
 command = ["@DIR@/copy.sh", "after", "{path}"]
-"#
-            .into(),
-        ]
-        .concat(),
+"#,
     );
     let frames = frames(7, 5, 1000, 20_000);
     send_and_finish(connect(d.addr("lan")), &encode(Wire::U32Le, &frames));
@@ -206,7 +219,7 @@ fn a_hook_that_overruns_its_timeout_is_killed_and_the_frame_nacked() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // Ignores SIGTERM, so it takes SIGKILL; records its pid first.
-    script(
+    hook_script(
         dir,
         "hang.sh",
         r#"echo $$ > "$(dirname "$0")/pid.tmp"; mv "$(dirname "$0")/pid.tmp" "$(dirname "$0")/pid"
@@ -214,32 +227,22 @@ trap '' TERM
 sleep 30
 sleep 30"#,
     );
-    let mut d = Daemon::start_in(
+    let mut d = daemon(
         dir,
-        &[
-            listener("native", "native", ""),
-            r#"
+        "native",
+        "native",
+        r#"
 [[sink]]
 name = "hang"
 type = "exec"
 command = ["@DIR@/hang.sh"]
 timeout = "500ms"
 kill_grace = "300ms"
-"#
-            .into(),
-        ]
-        .concat(),
+"#,
     );
     let started = Instant::now();
     let answer = native_frame(d.addr("native"), "cam", &jpeg(1, 5000));
-    let Message::Nack {
-        seq: 1,
-        reason,
-        text,
-    } = answer
-    else {
-        panic!("expected a NACK, got {answer:?}");
-    };
+    let (reason, text) = nack_of_first_frame(answer);
     assert_eq!(reason, Reason::RejectedBySink);
     assert!(text.contains("timed out after 500ms"), "{text}");
     assert!(text.contains("SIGKILL"), "{text}");
@@ -247,18 +250,8 @@ kill_grace = "300ms"
         started.elapsed() < Duration::from_secs(25),
         "the 30 s sleep did not run out"
     );
-    let pid: i32 = std::fs::read_to_string(dir.join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap()
-                .contains(") Z "),
-        "the hook {pid} still runs"
-    );
+    let pid = read_pid(dir);
+    assert!(is_gone(pid), "the hook {pid} still runs");
     d.wait_for_log(&["sink hang", "cam#1", "timed out"], WAIT);
     assert_eq!(d.terminate().code(), Some(0));
 }
@@ -269,7 +262,7 @@ fn no_more_than_concurrency_hooks_run_at_once() {
     let dir = tmp.path();
     std::fs::create_dir(dir.join("running")).unwrap();
     // Each run marks itself running, records how many runs it sees, then holds a while.
-    script(
+    hook_script(
         dir,
         "busy.sh",
         r#"d="$(dirname "$0")"
@@ -279,21 +272,18 @@ sleep 0.3
 rm "$d/running/$FRAMEGATE_SEQ"
 echo done >> "$d/finished""#,
     );
-    let mut d = Daemon::start_in(
+    let mut d = daemon(
         dir,
-        &[
-            listener("lan", "u32le", ""),
-            r#"
+        "lan",
+        "u32le",
+        r#"
 [[sink]]
 name = "busy"
 type = "exec"
 command = ["@DIR@/busy.sh"]
 input = "none"
 concurrency = 3
-"#
-            .into(),
-        ]
-        .concat(),
+"#,
     );
     let frames = frames(3, 12, 100, 1000);
     send_and_finish(connect(d.addr("lan")), &encode(Wire::U32Le, &frames));
@@ -318,36 +308,26 @@ concurrency = 3
 fn a_failing_hook_is_retried_then_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    script(
+    hook_script(
         dir,
         "fail.sh",
         r#"echo "attempt" >> "$(dirname "$0")/attempts"; echo "no space left" >&2; exit 3"#,
     );
-    let mut d = Daemon::start_in(
+    let mut d = daemon(
         dir,
-        &[
-            listener("native", "native", ""),
-            r#"
+        "native",
+        "native",
+        r#"
 [[sink]]
 name = "fail"
 type = "exec"
 command = ["@DIR@/fail.sh"]
 retries = 2
 retry_backoff = "50ms"
-"#
-            .into(),
-        ]
-        .concat(),
+"#,
     );
     let answer = native_frame(d.addr("native"), "cam", &jpeg(2, 3000));
-    let Message::Nack {
-        seq: 1,
-        reason,
-        text,
-    } = answer
-    else {
-        panic!("expected a NACK, got {answer:?}");
-    };
+    let (reason, text) = nack_of_first_frame(answer);
     assert_eq!(reason, Reason::RejectedBySink);
     assert!(
         text.contains("exited with status 3 (3 attempt(s))"),
@@ -381,7 +361,7 @@ fn with_ack_spawn_the_frame_is_acknowledged_while_the_hook_still_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // Waits (bounded) for the test to say go, then finishes.
-    script(
+    hook_script(
         dir,
         "later.sh",
         r#"d="$(dirname "$0")"
@@ -389,20 +369,17 @@ i=0
 while [ ! -e "$d/go" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 touch "$d/done""#,
     );
-    let mut d = Daemon::start_in(
+    let mut d = daemon(
         dir,
-        &[
-            listener("native", "native", ""),
-            r#"
+        "native",
+        "native",
+        r#"
 [[sink]]
 name = "later"
 type = "exec"
 command = ["@DIR@/later.sh"]
 ack = "spawn"
-"#
-            .into(),
-        ]
-        .concat(),
+"#,
     );
     let answer = native_frame(d.addr("native"), "cam", &jpeg(3, 3000));
     assert_eq!(answer, Message::Ack { seq: 1 });
@@ -416,7 +393,7 @@ ack = "spawn"
 fn a_hung_hook_holds_back_only_the_devices_whose_frames_it_takes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    script(
+    hook_script(
         dir,
         "hang.sh",
         r#"touch "$(dirname "$0")/hung-$FRAMEGATE_SEQ"; sleep 30"#,
@@ -478,7 +455,7 @@ match = { devices = ["fast"] }
 fn shutdown_does_not_wait_past_its_timeout_for_a_hung_hook() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    script(
+    hook_script(
         dir,
         "hang.sh",
         r#"echo $$ > "$(dirname "$0")/pid.tmp"; mv "$(dirname "$0")/pid.tmp" "$(dirname "$0")/pid"; sleep 60"#,
@@ -502,11 +479,7 @@ timeout = "10m"
     let addr = d.addr("native");
     let device = std::thread::spawn(move || native_frame(addr, "cam", &jpeg(4, 2000)));
     wait_for_file(&dir.join("pid"));
-    let pid: i32 = std::fs::read_to_string(dir.join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = read_pid(dir);
     let started = Instant::now();
     assert_eq!(d.terminate().code(), Some(0));
     assert!(
@@ -527,11 +500,7 @@ timeout = "10m"
         "{answer:?}"
     );
     let deadline = Instant::now() + WAIT;
-    while Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-    {
+    while !is_gone(pid) {
         assert!(
             Instant::now() < deadline,
             "the hook {pid} outlived the daemon"

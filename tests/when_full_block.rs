@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -25,13 +24,11 @@ fn a_slow_hook_holds_devices_back_and_memory_stays_bounded() {
     const FRAME_BYTES: usize = 1 << 20;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let hook = dir.join("slow.sh");
-    std::fs::write(
-        &hook,
-        "#!/bin/sh\nsleep 0.05\necho \"$FRAMEGATE_SEQ\" >> \"$(dirname \"$0\")/seen\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    hook_script(
+        dir,
+        "slow.sh",
+        "sleep 0.05\necho \"$FRAMEGATE_SEQ\" >> \"$(dirname \"$0\")/seen\"\n",
+    );
     let mut d = Daemon::start_in(
         dir,
         &[

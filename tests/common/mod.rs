@@ -703,3 +703,27 @@ pub fn native_frame(
     }
     seen.pop().unwrap()
 }
+
+/// The reason and text of a NACK for frame 1 (what [`native_frame`] returns); panics on
+/// anything else.
+pub fn nack_of_first_frame(
+    answer: framegate::protocol::Message,
+) -> (framegate::protocol::Reason, String) {
+    match answer {
+        framegate::protocol::Message::Nack {
+            seq: 1,
+            reason,
+            text,
+        } => (reason, text),
+        other => panic!("expected a NACK for frame 1, got {other:?}"),
+    }
+}
+
+/// Writes an executable `/bin/sh` script `name` into `dir` (an exec sink's hook).
+pub fn hook_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
