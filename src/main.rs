@@ -250,10 +250,10 @@ fn check(path: PathBuf) -> ExitCode {
                 f.time_zone
             ),
             SinkKind::Exec(e) => format!(
-                " command {:?} input {:?} after {:?} concurrency {} timeout {} ack {:?} retries {}",
+                " command {:?} input {:?} after {} concurrency {} timeout {} ack {:?} retries {}",
                 e.command.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
                 e.input,
-                e.after,
+                e.after.as_deref().unwrap_or("none"),
                 e.concurrency,
                 e.timeout
                     .map_or("none".into(), |t| humantime::format_duration(t).to_string()),
@@ -264,10 +264,25 @@ fn check(path: PathBuf) -> ExitCode {
             SinkKind::Forward(f) => forward_detail(f),
         };
         let stage = match &s.image {
-            Some(i) => format!(
-                " validate {:?} convert {:?} resize {:?} quarantine {:?}",
-                i.validate, i.convert, i.resize, i.quarantine
-            ),
+            Some(i) => {
+                let side = |n: u32| match n {
+                    u32::MAX => "any".to_string(),
+                    n => n.to_string(),
+                };
+                format!(
+                    " validate {:?} convert {} resize {} quarantine {}",
+                    i.validate,
+                    i.convert.map_or("none".into(), |c| format!("{c:?}")),
+                    i.resize.map_or("none".into(), |(w, h)| format!(
+                        "fit {}x{}",
+                        side(w),
+                        side(h)
+                    )),
+                    i.quarantine
+                        .as_ref()
+                        .map_or("none".into(), |q| q.display().to_string()),
+                )
+            }
             None => String::new(),
         };
         println!(
