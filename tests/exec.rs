@@ -335,11 +335,8 @@ retry_backoff = "50ms"
     );
     let attempts = std::fs::read_to_string(dir.join("attempts")).unwrap();
     assert_eq!(attempts.lines().count(), 3, "one run and two retries");
-    assert_eq!(d.log_lines(&["hook for cam#1", "retry"]).len(), 2);
-    assert_eq!(
-        d.log_lines(&["hook for cam#1 stderr: no space left"]).len(),
-        3
-    );
+    d.wait_for_log_count(&["hook for cam#1", "retry"], 2);
+    d.wait_for_log_count(&["hook for cam#1 stderr: no space left"], 3);
     let status = framegate(&[
         "status",
         "--config",

@@ -208,6 +208,30 @@ impl Daemon {
             .collect()
     }
 
+    /// Waits until `n` log lines contain every one of `parts` (the log reaches the test through
+    /// a reader thread, so lines the daemon wrote a moment ago may still be on their way);
+    /// returns them. Fails if more than `n` turn up.
+    pub fn wait_for_log_count(&mut self, parts: &[&str], n: usize) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let lines = self.log_lines(parts);
+            assert!(
+                lines.len() <= n,
+                "more than {n} lines with {parts:?}: {lines:?}"
+            );
+            if lines.len() == n {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} log lines with {parts:?}; log:\n{}",
+                lines.len(),
+                self.log().join("\n")
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for a log line containing every one of `parts` and returns it; panics (showing the
     /// log) after `timeout`, or at once if the daemon exits first.
     pub fn wait_for_log(&mut self, parts: &[&str], timeout: Duration) -> String {

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 /// Longest output line logged whole; longer lines are logged in pieces of this size.
 const MAX_LINE: usize = 4096;
+/// How long a finished hook's last output lines may take to reach the log. Bounded: a
+/// process the hook left behind may keep its pipes open.
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// What to run and how.
 pub struct Invocation {
@@ -75,6 +78,8 @@ impl Outcome {
 /// A hook that is running.
 pub struct Running {
     pid: i32,
+    /// One message per output stream that reached its end.
+    output_ended: Receiver<()>,
     exited: Receiver<ExitStatus>,
     timeout: Option<Duration>,
     kill_grace: Duration,
@@ -106,19 +111,28 @@ pub fn spawn(invocation: Invocation) -> io::Result<Running> {
             .spawn(move || feed(pipe, &bytes))?;
     }
     let label = invocation.label;
+    // Each output reader reports its end, so the hook's result is reported after its output.
+    let (ended, output_ended) = mpsc::channel();
     if let Some(out) = child.stdout.take() {
-        let label = label.clone();
+        let (label, ended) = (label.clone(), ended.clone());
         thread::Builder::new()
             .name("fg-hook-stdout".into())
-            .spawn(move || log_lines(out, &label, "stdout", log::Level::Info))?;
+            .spawn(move || {
+                log_lines(out, &label, "stdout", log::Level::Info);
+                let _ = ended.send(());
+            })?;
     }
     if let Some(err) = child.stderr.take() {
         thread::Builder::new()
             .name("fg-hook-stderr".into())
-            .spawn(move || log_lines(err, &label, "stderr", log::Level::Warn))?;
+            .spawn(move || {
+                log_lines(err, &label, "stderr", log::Level::Warn);
+                let _ = ended.send(());
+            })?;
     }
     Ok(Running {
         pid,
+        output_ended,
         exited: reap(child)?,
         timeout: invocation.timeout,
         kill_grace: invocation.kill_grace,
@@ -131,8 +145,21 @@ impl Running {
         self.pid
     }
 
-    /// Waits for the hook to end, stopping it when it overruns its timeout.
+    /// Waits for the hook to end, stopping it when it overruns its timeout, and (for at most
+    /// [`OUTPUT_GRACE`]) for its last output lines to be logged.
     pub fn wait(self) -> Outcome {
+        let outcome = self.wait_for_exit();
+        let deadline = std::time::Instant::now() + OUTPUT_GRACE;
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if self.output_ended.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        outcome
+    }
+
+    fn wait_for_exit(&self) -> Outcome {
         let Some(timeout) = self.timeout else {
             return Outcome::Exited(self.exited.recv().expect("reaper reports once"));
         };
