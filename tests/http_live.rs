@@ -136,6 +136,53 @@ fn latest_has_validators_and_api_lists_devices() {
 }
 
 #[test]
+fn head_requests_get_the_get_headers_and_no_body() {
+    let d = Daemon::start(&[listener("web", "http", ""), FILE_SINK.to_string()].concat());
+    let addr = d.addr("web");
+    let img = real_jpeg(5, 32, 24);
+    assert_eq!(upload(addr, "cam", &img, "image/jpeg").status, 201);
+    // One keep-alive connection: a body after any HEAD answer would break the next response.
+    let mut client = Client::connect(addr);
+    for path in ["/devices/cam/latest", "/", "/api/devices", "/metrics"] {
+        client.send(&request("HEAD", path, &[], b""));
+        let head = client.read_head();
+        assert_eq!(head.status, 200, "HEAD {path}");
+        let get = client.exchange(&request("GET", path, &[], b""));
+        assert_eq!(get.status, 200, "GET {path}");
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "{path}"
+        );
+        if path == "/devices/cam/latest" || path == "/" {
+            assert_eq!(
+                head.header("content-length"),
+                Some(get.body.len().to_string().as_str()),
+                "{path}"
+            );
+        }
+    }
+    client.send(&request("HEAD", "/devices/cam/stream", &[], b""));
+    let head = client.read_head();
+    assert!(head
+        .header("content-type")
+        .unwrap()
+        .starts_with("multipart/x-mixed-replace"));
+    let get = client.exchange(&request("GET", "/devices/cam/latest", &[], b""));
+    assert_eq!(
+        get.body, img,
+        "the stream's HEAD registered no viewer and sent no part"
+    );
+    client.send(&request("HEAD", "/frames/cam", &[], b""));
+    let post_only = client.read_head();
+    assert_eq!(post_only.status, 405);
+    assert_eq!(post_only.header("allow"), Some("POST"));
+    // Still in step: the error's body was not sent either.
+    let get = client.exchange(&request("GET", "/devices/cam/latest", &[], b""));
+    assert_eq!(get.status, 200);
+}
+
+#[test]
 fn live_memory_is_bounded_and_the_oldest_device_goes_first() {
     let d = Daemon::start(
         &[

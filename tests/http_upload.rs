@@ -222,7 +222,7 @@ fn refusals_carry_their_status_and_reason() {
         "no such page",
     );
     let r = fetch(addr, "DELETE", "/metrics", &[], b"");
-    assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
     check(
         fetch(addr, "GET", "/devices/none/latest", &[], b""),
         404,

@@ -55,6 +55,17 @@ impl Client {
 
     /// Reads one response (its body by Content-Length; none for 1xx/204/304).
     pub fn read_response(&mut self) -> Response {
+        let mut response = self.read_head();
+        if let Some(len) = response.header("content-length") {
+            let mut body = vec![0; len.parse().unwrap()];
+            self.reader.read_exact(&mut body).expect("read a body");
+            response.body = body;
+        }
+        response
+    }
+
+    /// Reads one response's status line and headers only (the answer to a HEAD request).
+    pub fn read_head(&mut self) -> Response {
         let mut line = String::new();
         self.reader
             .read_line(&mut line)
@@ -75,17 +86,11 @@ impl Client {
             let (n, v) = h.split_once(':').expect("a header field");
             headers.push((n.trim().to_string(), v.trim().to_string()));
         }
-        let mut response = Response {
+        Response {
             status,
             headers,
             body: Vec::new(),
-        };
-        if let Some(len) = response.header("content-length") {
-            let mut body = vec![0; len.parse().unwrap()];
-            self.reader.read_exact(&mut body).expect("read a body");
-            response.body = body;
         }
-        response
     }
 
     /// Sends a request and reads its response (skipping a `100 Continue`).

@@ -35,7 +35,8 @@ pub enum Chunk {
 }
 
 impl Chunk {
-    fn bytes(&self) -> &[u8] {
+    /// The bytes it holds.
+    pub(super) fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
             Chunk::Frame(f) => &f.payload,
@@ -161,6 +162,8 @@ pub struct HttpConn {
     pub wants_writable: bool,
     /// Its listener was removed by a reload: close after the current response.
     pub draining: bool,
+    /// The current request is a HEAD: its response goes out without a body.
+    pub head_only: bool,
     /// Requests answered.
     pub requests: u64,
     /// Frames uploaded.
@@ -197,6 +200,7 @@ impl HttpConn {
             peer_closed: false,
             wants_writable: false,
             draining: false,
+            head_only: false,
             requests: 0,
             frames: 0,
             bytes: 0,

@@ -326,6 +326,11 @@ impl HttpFront {
         status: u16,
         chunks: Vec<Chunk>,
     ) {
+        let chunks = if conn.head_only {
+            head_of(chunks)
+        } else {
+            chunks
+        };
         for chunk in chunks {
             conn.out.push(chunk);
         }
@@ -808,4 +813,18 @@ pub enum Closing {
 
 fn io_closing(e: std::io::Error) -> Closing {
     Closing::Error(format!("read failed: {e}"))
+}
+
+/// A response to a HEAD request: the head of `chunks` (always within the first chunk), the
+/// body dropped. Its `Content-Length` stays what a GET would get.
+fn head_of(chunks: Vec<Chunk>) -> Vec<Chunk> {
+    let Some(first) = chunks.into_iter().next() else {
+        return Vec::new();
+    };
+    let bytes = first.bytes();
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(bytes.len(), |at| at + 4);
+    vec![Chunk::Owned(bytes[..end].to_vec())]
 }

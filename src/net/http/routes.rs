@@ -39,7 +39,8 @@ enum Route {
 
 fn route(method: &str, path: &str) -> Result<Route, String> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let get = method == "GET";
+    // HEAD is GET without the body (RFC 9110 §9.3.2); the body is cut in `respond_chunks`.
+    let get = method == "GET" || method == "HEAD";
     Ok(match (method, segments.as_slice()) {
         // Any POST is an upload, as the ESP32-CAM sketch posts to whatever path it was given.
         ("POST", ["frames", id]) => Route::Upload(Some(percent_decode(id)?)),
@@ -50,7 +51,7 @@ fn route(method: &str, path: &str) -> Result<Route, String> {
         (_, ["api", "devices"]) if get => Route::Devices,
         (_, ["metrics"]) if get => Route::Metrics,
         (_, [""] | ["devices", _, "latest" | "stream"] | ["api", "devices"] | ["metrics"]) => {
-            Route::Method("GET")
+            Route::Method("GET, HEAD")
         }
         (_, ["frames", _]) => Route::Method("POST"),
         _ => Route::NotFound,
@@ -88,6 +89,7 @@ impl HttpFront {
     ) {
         let head = &request.head;
         conn.close_after |= !head.keep_alive() || conn.draining || ctx.shutting_down;
+        conn.head_only = head.method == "HEAD";
         if let Some((status, why)) = self.check_auth(head, conn) {
             return self.refuse_auth(token, conn, status, &why, ctx);
         }
@@ -227,6 +229,7 @@ impl HttpFront {
     /// its newest.
     fn stream(&mut self, token: Token, conn: &mut HttpConn, id: String) {
         let device: Arc<str> = Arc::from(id.as_str());
+        let head_only = conn.head_only;
         let out = ResponseHead::new(200)
             .field(
                 "Content-Type",
@@ -234,7 +237,11 @@ impl HttpFront {
             )
             .field("Cache-Control", "no-cache, no-store")
             .field("X-Accel-Buffering", "no")
-            .finish(None, true);
+            .finish(None, conn.close_after || !head_only);
+        if head_only {
+            // The stream's head alone; no viewer is registered.
+            return self.respond(token, conn, 200, out);
+        }
         conn.out.push(Chunk::Owned(out));
         conn.requests += 1;
         conn.close_after = true;
@@ -485,7 +492,9 @@ mod tests {
         assert_eq!(route("GET", "/metrics"), Ok(Route::Metrics));
         assert_eq!(route("GET", "/etc/passwd"), Ok(Route::NotFound));
         assert_eq!(route("GET", "/../../etc/passwd"), Ok(Route::NotFound));
-        assert_eq!(route("DELETE", "/metrics"), Ok(Route::Method("GET")));
+        assert_eq!(route("DELETE", "/metrics"), Ok(Route::Method("GET, HEAD")));
+        assert_eq!(route("HEAD", "/metrics"), Ok(Route::Metrics));
+        assert_eq!(route("HEAD", "/frames/cam"), Ok(Route::Method("POST")));
         assert_eq!(route("GET", "/frames/cam"), Ok(Route::Method("POST")));
         assert!(route("GET", "/devices/%zz/latest").is_err());
         assert_eq!(
