@@ -4,11 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -26,57 +23,15 @@ fn a_passed_socket_is_used_and_queued_devices_are_served() {
         .unwrap();
     early.shutdown(std::net::Shutdown::Write).unwrap();
 
-    let config = dir.path().join("framegate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"{0}/state\"\n[[listener]]\nname = \"devices\"\nbind = \"{addr}\"\nframing = \"u32le\"\n{1}",
-            dir.path().display(),
-            FILE_SINK.replace(DIR, &dir.path().display().to_string())
+    let mut d = Daemon::start_in_with_socket(
+        dir.path(),
+        &format!(
+            "[[listener]]\nname = \"devices\"\nbind = \"{addr}\"\nframing = \"u32le\"\n{FILE_SINK}"
         ),
-    )
-    .unwrap();
-    let fd = socket.as_raw_fd();
-    let mut command = Command::new("sh");
-    // `exec` keeps the shell's pid, so LISTEN_PID=$$ names the daemon, as systemd's would.
-    command
-        .args([
-            "-c",
-            "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=devices exec \"$0\" run --config \"$1\"",
-            BIN,
-        ])
-        .arg(&config)
-        .stderr(Stdio::piped());
-    // SAFETY: dup2 and fcntl are async-signal-safe; in the child only, they put the listening
-    // socket at descriptor 3 without close-on-exec (dup2 onto itself would keep the flag).
-    unsafe {
-        command.pre_exec(move || {
-            let ok = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0) >= 0
-            } else {
-                libc::dup2(fd, 3) >= 0
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    let mut daemon = command.spawn().unwrap();
-    drop(socket); // the daemon has its own copy now
-    let mut lines = BufReader::new(daemon.stderr.take().unwrap()).lines();
-    let mut log = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        eprintln!("[framegate] {line}");
-        let ready = line.contains("framegate ready");
-        log.push(line);
-        if ready {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
+        &socket,
+        "devices",
+    );
+    let log = d.log();
     assert!(
         log.iter()
             .any(|l| l.contains("uses the socket systemd passed (devices")),
@@ -95,7 +50,5 @@ fn a_passed_socket_is_used_and_queued_devices_are_served() {
     }
     let stored = std::fs::read(root.join("00000001.jpg")).unwrap();
     assert!(stored == frame, "stored bytes differ");
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    assert!(daemon.wait().unwrap().success());
+    assert_eq!(d.terminate().code(), Some(0));
 }
