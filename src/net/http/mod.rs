@@ -354,6 +354,13 @@ impl HttpFront {
         why: &str,
         ctx: &mut Ctx<'_>,
     ) {
+        self.note_refusal(conn, status, why, ctx);
+        self.respond(token, conn, status, response::error(status, why, true));
+    }
+
+    /// What every refusal does before its response: the connection closes after it, a
+    /// pipelined rest is dropped, the error is counted and logged (rate limited per device).
+    fn note_refusal(&mut self, conn: &mut HttpConn, status: u16, why: &str, ctx: &mut Ctx<'_>) {
         conn.close_after = true;
         conn.pending.clear();
         self.metrics.error(&conn.peer.listener_name, false);
@@ -363,7 +370,6 @@ impl HttpFront {
             conn.peer.addr, conn.peer.device, &*conn.peer.listener_name
         );
         self.log_line(log::Level::Warn, &conn.peer.device.clone(), line);
-        self.respond(token, conn, status, response::error(status, why, true));
     }
 
     fn log_line(&mut self, level: log::Level, device: &Arc<str>, line: String) {

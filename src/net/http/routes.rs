@@ -172,15 +172,7 @@ impl HttpFront {
             .get(&conn.peer.listener)
             .and_then(|l| l.http.auth.as_ref())
             .map_or("Bearer", auth::challenge);
-        conn.close_after = true;
-        conn.pending.clear();
-        self.metrics.error(&conn.peer.listener_name, false);
-        ctx.intake.devices.error(&conn.peer.device);
-        let line = format!(
-            "http: {} (device {}) on {:?}: {status} {why}",
-            conn.peer.addr, conn.peer.device, &*conn.peer.listener_name
-        );
-        self.log_line(log::Level::Warn, &conn.peer.device.clone(), line);
+        self.note_refusal(conn, status, why, ctx);
         let body = serde_json::json!({ "error": why, "status": status }).to_string();
         let mut out = ResponseHead::new(status)
             .field("WWW-Authenticate", challenge)
