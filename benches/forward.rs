@@ -233,9 +233,11 @@ fn report(rows: &[Row]) {
     }
 }
 
-fn central_config(dir: &Path) -> String {
+/// A daemon with state in `state_dir`, one native listener on 127.0.0.1:0 and the sink
+/// `out` described by `sink` (its `type` and settings).
+fn native_config(state_dir: &Path, sink: &str) -> String {
     format!(
-        r#"state_dir = "{}/central"
+        r#"state_dir = "{}"
 max_connections = 12000
 
 [[listener]]
@@ -246,10 +248,13 @@ idle_timeout = "10m"
 
 [[sink]]
 name = "out"
-type = "discard"
-"#,
-        dir.display()
+{sink}"#,
+        state_dir.display()
     )
+}
+
+fn central_config(dir: &Path) -> String {
+    native_config(&dir.join("central"), "type = \"discard\"\n")
 }
 
 fn gateway_config(dir: &Path, central: SocketAddr) -> String {
@@ -258,22 +263,9 @@ fn gateway_config(dir: &Path, central: SocketAddr) -> String {
         .ok()
         .and_then(|w| w.parse::<usize>().ok())
         .map_or(String::new(), |w| format!("workers = {w}\n"));
-    format!(
-        r#"state_dir = "{}/gateway"
-max_connections = 12000
-
-[[listener]]
-name = "bench"
-bind = "127.0.0.1:0"
-framing = "native"
-idle_timeout = "10m"
-
-[[sink]]
-name = "out"
-type = "forward"
-to = ["{central}"]
-{workers}"#,
-        dir.display()
+    native_config(
+        &dir.join("gateway"),
+        &format!("type = \"forward\"\nto = [\"{central}\"]\n{workers}"),
     )
 }
 
