@@ -177,6 +177,8 @@ impl PathTemplate {
         Tz::Offset: fmt::Display,
     {
         let mut out = String::new();
+        // Read from the image header once, and only if the template asks for it.
+        let mut dimensions = None;
         for piece in &self.rest {
             match piece {
                 Piece::Literal(text) => out.push_str(text),
@@ -191,7 +193,8 @@ impl PathTemplate {
                     let _ = write!(out, "{}", frame.size());
                 }
                 Piece::Width | Piece::Height => {
-                    let (w, h) = frame.dimensions().unwrap_or((0, 0));
+                    let (w, h) =
+                        *dimensions.get_or_insert_with(|| frame.dimensions().unwrap_or((0, 0)));
                     let _ = write!(out, "{}", if *piece == Piece::Width { w } else { h });
                 }
                 Piece::Date => strftime(&mut out, when, "%Y-%m-%d")?,
