@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use std::collections::HashMap;
 
+use image::ImageFormat;
+
 use super::connection::{Admit, Origin, Peer, Received};
 use super::native::Directory;
 use crate::frame::{Frame, NativeOrigin};
@@ -114,7 +116,7 @@ impl Intake {
     /// A native frame: the device numbers it itself, and its ACK goes back to its connection.
     /// A resend of a frame still in the sinks waits for that copy. Never refused: the caller
     /// checked for room.
-    fn admit_native(&mut self, peer: &Peer, frame: Received) {
+    fn admit_native(&mut self, peer: &Peer, frame: Received, format: Option<ImageFormat>) {
         let Origin::Native(device, header) = frame.origin else {
             unreachable!("called for native frames only");
         };
@@ -125,7 +127,6 @@ impl Intake {
         }
         self.native.in_flight.insert(key, vec![peer.conn]);
         self.devices.frame(&device, frame.payload.len(), frame.at);
-        let format = signature::image_format(&frame.payload);
         self.submit(Arc::new(Frame {
             listener: peer.listener_name.clone(),
             device,
@@ -158,32 +159,28 @@ impl Admit for Intake {
         // Room first: a number is handed out only to a frame that is certain to be queued.
         // Only the sinks this frame goes to count: a full sink holds back only its devices.
         let device = match &frame.origin {
-            Origin::Native(device, _) => device,
-            Origin::Legacy => &peer.device,
-            Origin::Imagezmq(name) | Origin::Http(name) => name,
+            Origin::Native(device, _) => device.clone(),
+            Origin::Legacy => peer.device.clone(),
+            Origin::Imagezmq(name) | Origin::Http(name) => name.clone(),
         };
+        let format = signature::image_format(&frame.payload);
         let route = Route {
-            device,
+            device: &device,
             listener: &peer.listener_name,
-            format: signature::image_format(&frame.payload),
+            format,
         };
         if !self.pool.has_room_for(&route) {
             return Err(frame);
         }
-        let device = match &frame.origin {
-            Origin::Native(..) => {
-                self.admit_native(peer, frame);
-                return Ok(());
-            }
-            Origin::Legacy => peer.device.clone(),
-            Origin::Imagezmq(name) | Origin::Http(name) => name.clone(),
-        };
+        if let Origin::Native(..) = frame.origin {
+            self.admit_native(peer, frame, format);
+            return Ok(());
+        }
         let seq = self.sequences.next(&device);
         self.request_reservations();
         let Some(seq) = seq else {
             return Err(frame);
         };
-        let format = signature::image_format(&frame.payload);
         self.devices.frame(&device, frame.payload.len(), frame.at);
         let answer = matches!(frame.origin, Origin::Imagezmq(_) | Origin::Http(_));
         let frame = Arc::new(Frame {
