@@ -312,10 +312,30 @@ fn silent_peers_are_pinged_then_dropped_and_shutdown_says_goodbye() {
 
 /// Duplicate suppression across restarts: every ACKed frame was recorded under `state_dir`
 /// before its ACK, so after SIGTERM or SIGKILL a resend is ACKed again and not stored twice.
+/// One sink: its worker records each commit itself.
 #[test]
 fn resends_after_a_restart_or_a_crash_are_not_stored_twice() {
+    resends_are_not_stored_twice(
+        &[listener("native", "native", ""), FILE_SINK.to_string()].concat(),
+    );
+}
+
+/// Two sinks: the loop hands each commit to the recorder thread once both sinks reported.
+#[test]
+fn resends_of_frames_several_sinks_took_are_not_stored_twice() {
+    resends_are_not_stored_twice(
+        &[
+            listener("native", "native", ""),
+            FILE_SINK.to_string(),
+            "\n[[sink]]\nname = \"also\"\ntype = \"discard\"\n".to_string(),
+        ]
+        .concat(),
+    );
+}
+
+fn resends_are_not_stored_twice(config: &str) {
     let dir = tempfile::TempDir::new().unwrap();
-    let config = [listener("native", "native", ""), FILE_SINK.to_string()].concat();
+    let config = config.to_string();
     let sent: Vec<Vec<u8>> = (0..6).map(|i| jpeg(600 + i, 4000 + i as usize)).collect();
 
     for (round, stop) in ["SIGTERM", "SIGKILL"].into_iter().enumerate() {

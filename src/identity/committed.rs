@@ -1,18 +1,18 @@
 //! Which device-chosen sequence numbers (native protocol) were committed, per device, so a
 //! resent frame is ACKed again without being stored twice, across restarts too.
 //!
-//! Two files under `state_dir`, kept by a thread of its own before the ACKs they cover go out:
+//! Two files under `state_dir`, written by a [`Recorder`] before the ACKs they cover go out:
 //! `committed.log`, to which each batch of commits is appended (`SEQ<TAB>DEVICE` lines) and
 //! fsynced, so a batch costs its own size whatever the number of devices; and
 //! `committed.toml`, the compact ranges, rewritten atomically only when the log has grown
 //! ([`COMPACT_AFTER`] lines), after which the log is emptied. Loading reads the ranges, then
 //! replays the log (a torn last line is ignored: it was never acknowledged).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use serde::{Deserialize, Serialize};
@@ -106,7 +106,7 @@ impl SeqRanges {
     }
 }
 
-/// The append-only half of the record, owned by the writer thread.
+/// The append-only half of the record, kept by the [`Recorder`] behind its lock.
 struct Log {
     dir: PathBuf,
     file: Option<File>,
@@ -130,7 +130,7 @@ impl Log {
     }
 
     /// Appends one line per commit and makes them durable.
-    fn append(&mut self, batch: &[Pending]) -> Result<(), StoreError> {
+    fn append(&mut self, batch: &[Entry]) -> Result<(), StoreError> {
         if self.file.is_none() {
             let path = self.dir.join(LOG_NAME);
             let created = !path.exists();
@@ -148,7 +148,7 @@ impl Log {
             self.file = Some(file);
         }
         let mut text = String::with_capacity(batch.len() * 24);
-        for (device, seq, _) in batch {
+        for (device, seq) in batch {
             text.push_str(&format!("{seq}\t{device}\n"));
         }
         let file = self.file.as_mut().expect("opened above");
@@ -181,6 +181,157 @@ pub struct Committed {
 /// One frame's commit waiting to be recorded: device, sequence number, and the caller's tag
 /// (the loop's connection token) for the ACK.
 pub type Pending = (Arc<str>, u64, usize);
+
+/// One line of the log: device and sequence number.
+pub type Entry = (Arc<str>, u64);
+
+/// Failed writes remembered for the writers that queued their entries into them.
+const FAILURES_KEPT: usize = 1024;
+
+/// The durable record, shared by every thread that records commits: a sink worker records
+/// the frame it alone took right after committing it (so its ACK needs no further hand-off),
+/// and the loop's writer thread ([`Recorder::spawn_writer`]) records frames that several
+/// sinks took.
+///
+/// Group commit: a writer queues its entries, then takes the log; whoever holds the log
+/// writes everything queued so far in one append and one fsync, so writers that queued
+/// meanwhile find their entries written when they get the log in turn.
+pub struct Recorder {
+    queue: Mutex<Queue>,
+    written: Mutex<Written>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recorder")
+    }
+}
+
+/// Entries not written yet. Each entry gets the next ticket number as it is queued.
+#[derive(Default)]
+struct Queue {
+    entries: Vec<Entry>,
+    last_ticket: u64,
+}
+
+/// The log and what was written to it.
+struct Written {
+    log: Log,
+    /// Everything recorded, for compacting the log.
+    committed: Committed,
+    /// Every ticket up to this one was written (or its write failed).
+    through: u64,
+    /// Ticket ranges whose write failed, and why (the newest [`FAILURES_KEPT`]).
+    failures: VecDeque<(u64, u64, StoreError)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking writer leaves nothing half-updated that matters here: the log is
+    // append-only and a torn line is ignored on load.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Recorder {
+    /// The record under `state_dir`, starting from `committed` (as loaded from there).
+    pub fn new(committed: Committed, state_dir: &Path) -> Recorder {
+        Recorder {
+            queue: Mutex::new(Queue::default()),
+            written: Mutex::new(Written {
+                log: Log::new(state_dir.to_path_buf()),
+                committed,
+                through: 0,
+                failures: VecDeque::new(),
+            }),
+        }
+    }
+
+    /// Records `entries` as committed; returns once they are durable (appended and
+    /// fsynced), or why they could not be made so. Blocks on disk: never call it on the
+    /// event loop.
+    pub fn record(&self, entries: impl IntoIterator<Item = Entry>) -> Result<(), StoreError> {
+        let (first, last) = {
+            let mut queue = lock(&self.queue);
+            let first = queue.last_ticket + 1;
+            for entry in entries {
+                queue.entries.push(entry);
+                queue.last_ticket += 1;
+            }
+            (first, queue.last_ticket)
+        };
+        if last < first {
+            return Ok(());
+        }
+        let mut written = lock(&self.written);
+        if written.through < last {
+            // Nobody wrote ours yet: write everything queued, ours included.
+            let (batch, through) = {
+                let mut queue = lock(&self.queue);
+                (std::mem::take(&mut queue.entries), queue.last_ticket)
+            };
+            let start = written.through + 1;
+            let result = written.write(&batch);
+            written.through = through;
+            if let Err(e) = result {
+                if written.failures.len() == FAILURES_KEPT {
+                    written.failures.pop_front();
+                }
+                written.failures.push_back((start, through, e));
+            }
+        }
+        match written
+            .failures
+            .iter()
+            .find(|(start, end, _)| *start <= last && first <= *end)
+        {
+            Some((_, _, e)) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Recorder {
+    /// Starts the thread that records batches sent by the event loop (frames that several
+    /// sinks took, whose last commit the loop is the first to know of): each batch sent to
+    /// the returned channel is recorded through this record (batches that queued meanwhile
+    /// are merged) and reported through `done`. Closing the channel ends the thread.
+    pub fn spawn_writer<F>(
+        self: &Arc<Self>,
+        done: F,
+    ) -> (mpsc::Sender<Vec<Pending>>, JoinHandle<()>)
+    where
+        F: Fn(Vec<Pending>, Result<(), StoreError>) + Send + 'static,
+    {
+        let recorder = self.clone();
+        let (tx, rx) = mpsc::channel::<Vec<Pending>>();
+        let handle = thread::Builder::new()
+            .name("fg-committed".into())
+            .spawn(move || {
+                while let Ok(mut batch) = rx.recv() {
+                    while let Ok(more) = rx.try_recv() {
+                        batch.extend(more);
+                    }
+                    let result = recorder.record(batch.iter().map(|(d, seq, _)| (d.clone(), *seq)));
+                    done(batch, result);
+                }
+            })
+            .expect("spawn the committed-record thread");
+        (tx, handle)
+    }
+}
+
+impl Written {
+    /// Appends `batch` to the log, compacting it when it has grown long.
+    fn write(&mut self, batch: &[Entry]) -> Result<(), StoreError> {
+        for (device, seq) in batch {
+            self.committed.record(device, *seq);
+        }
+        self.log.append(batch)?;
+        if self.log.lines >= COMPACT_AFTER {
+            self.log.compact(&self.committed.to_toml())?;
+        }
+        Ok(())
+    }
+}
 
 impl Committed {
     /// Loads `committed.toml` from `state_dir` (empty if it does not exist yet).
@@ -228,44 +379,6 @@ impl Committed {
             .map(|(d, r)| (d.clone(), r.ranges().to_vec()))
             .collect();
         toml::to_string(&OnDisk { devices }).expect("ranges serialise")
-    }
-
-    /// Moves a copy of the record to a thread of its own: each batch sent to the returned
-    /// channel is applied, written once (batches that queued meanwhile are merged into one
-    /// write), and reported through `done`. Closing the channel ends the thread.
-    pub fn spawn_writer<F>(
-        mut self,
-        state_dir: &Path,
-        done: F,
-    ) -> (mpsc::Sender<Vec<Pending>>, JoinHandle<()>)
-    where
-        F: Fn(Vec<Pending>, Result<(), StoreError>) + Send + 'static,
-    {
-        let dir: PathBuf = state_dir.to_path_buf();
-        let (tx, rx) = mpsc::channel::<Vec<Pending>>();
-        let handle = thread::Builder::new()
-            .name("fg-committed".into())
-            .spawn(move || {
-                let mut log = Log::new(dir);
-                while let Ok(mut batch) = rx.recv() {
-                    while let Ok(more) = rx.try_recv() {
-                        batch.extend(more);
-                    }
-                    for (device, seq, _) in &batch {
-                        self.record(device, *seq);
-                    }
-                    let result = log.append(&batch).and_then(|()| {
-                        if log.lines >= COMPACT_AFTER {
-                            log.compact(&self.to_toml())
-                        } else {
-                            Ok(())
-                        }
-                    });
-                    done(batch, result);
-                }
-            })
-            .expect("spawn the committed-record thread");
-        (tx, handle)
     }
 
     /// Records that `device` committed `seq`.
@@ -327,7 +440,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let committed = Committed::load(dir.path()).unwrap();
         let (tx, done_rx) = mpsc::channel();
-        let (writer, thread) = committed.spawn_writer(dir.path(), move |batch, result| {
+        let recorder = Arc::new(Recorder::new(committed, dir.path()));
+        let (writer, thread) = recorder.spawn_writer(move |batch, result| {
             tx.send((batch, result)).unwrap();
         });
         let cam: Arc<str> = Arc::from("cam \"q\" ../x");
@@ -361,7 +475,8 @@ mod tests {
 
         // Appends go to the log; the record is rewritten only when it is compacted.
         let (tx, rx) = mpsc::channel();
-        let (writer, thread) = c.spawn_writer(dir.path(), move |_, r| tx.send(r).unwrap());
+        let recorder = Arc::new(Recorder::new(c, dir.path()));
+        let (writer, thread) = recorder.spawn_writer(move |_, r| tx.send(r).unwrap());
         let cam: Arc<str> = Arc::from("cam");
         let big: Vec<Pending> = (5..5 + COMPACT_AFTER as u64)
             .map(|s| (cam.clone(), s, 0))
@@ -382,6 +497,58 @@ mod tests {
         let again = Committed::load(dir.path()).unwrap();
         assert_eq!(again.highest("cam"), 4 + COMPACT_AFTER as u64);
         assert!(again.contains("other cam", 7));
+    }
+
+    #[test]
+    fn writers_on_many_threads_share_appends_and_each_returns_once_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Arc::new(Recorder::new(Committed::default(), dir.path()));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let recorder = recorder.clone();
+                thread::spawn(move || {
+                    let device: Arc<str> = Arc::from(format!("cam-{t}"));
+                    for seq in 1..=200 {
+                        recorder.record([(device.clone(), seq)]).unwrap();
+                        // Returned: the line is in the log already.
+                        let log = std::fs::read_to_string(recorder_log(&recorder)).unwrap();
+                        assert!(log.contains(&format!("{seq}\t{device}\n")));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let again = Committed::load(dir.path()).unwrap();
+        for t in 0..8 {
+            assert_eq!(again.highest(&format!("cam-{t}")), 200);
+            assert!((1..=200).all(|s| again.contains(&format!("cam-{t}"), s)));
+        }
+        let lines = std::fs::read_to_string(dir.path().join(LOG_NAME))
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(lines, 8 * 200, "every entry written exactly once");
+    }
+
+    fn recorder_log(recorder: &Recorder) -> PathBuf {
+        lock(&recorder.written).log.dir.join(LOG_NAME)
+    }
+
+    #[test]
+    fn a_failed_write_fails_only_the_writers_whose_entries_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let recorder = Recorder::new(Committed::default(), &state);
+        // The state directory does not exist: the log cannot be opened.
+        let err = recorder.record([(Arc::from("cam"), 1)]).unwrap_err();
+        assert!(err.0.contains("cannot open"), "{err}");
+        std::fs::create_dir(&state).unwrap();
+        assert_eq!(recorder.record([(Arc::from("cam"), 2)]), Ok(()));
+        assert_eq!(recorder.record(std::iter::empty()), Ok(()));
+        let again = Committed::load(&state).unwrap();
+        assert!(again.contains("cam", 2) && !again.contains("cam", 1));
     }
 
     #[test]

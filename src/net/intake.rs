@@ -12,7 +12,7 @@ use super::connection::{Admit, Origin, Peer, Received};
 use super::native::Directory;
 use crate::frame::{Frame, NativeOrigin};
 use crate::framing::signature;
-use crate::identity::committed::Committed;
+use crate::identity::committed::{Committed, Recorder};
 use crate::identity::{Reservations, Sequences};
 use crate::sink::pool::SinkPool;
 use crate::sink::routing::Route;
@@ -41,6 +41,9 @@ pub struct Intake {
     /// Frames in the sinks (by the frame's address): sinks still to report, first failure.
     /// Counted at submission, so a reload that changes the sinks meanwhile cannot confuse it.
     pub outstanding: HashMap<usize, (usize, Option<String>)>,
+    /// The durable record of native commits, which a sink's worker writes to when its sink
+    /// alone takes a native frame.
+    pub recorder: Arc<Recorder>,
 }
 
 /// What the loop knows about native-protocol devices.
@@ -71,7 +74,8 @@ impl Directory for NativeDevices {
 impl Intake {
     fn submit(&mut self, frame: Arc<Frame>) {
         let key = Arc::as_ptr(&frame) as usize;
-        let submitted = self.pool.submit(frame.clone());
+        let recorder = frame.native.is_some().then_some(&self.recorder);
+        let submitted = self.pool.submit(frame.clone(), recorder);
         for (old, why) in submitted.evicted {
             self.settle_one(&old, why);
         }

@@ -33,7 +33,7 @@ use super::{activation, control, limits, listener, reload};
 use crate::config::{Config, ListenerConfig};
 use crate::frame::Frame;
 use crate::framing::{DecodeError, Decoder, Framing};
-use crate::identity::committed::{Committed, Pending};
+use crate::identity::committed::{Committed, Pending, Recorder};
 use crate::identity::{canonical, DeviceNames, Reservations, SequenceStore, Sequences, StoreError};
 use crate::notify::Notifier;
 use crate::protocol::Reason;
@@ -195,14 +195,12 @@ impl Server {
         )
         .map_err(|e| fail("cannot start sink workers", &e))?;
 
+        let record = Arc::new(Recorder::new(committed.clone(), &config.state_dir));
         let (recorder_tx, recorder_wake) = (tx.clone(), wake.clone());
-        let (recorder, recorder_thread) =
-            committed
-                .clone()
-                .spawn_writer(&config.state_dir, move |batch, result| {
-                    let _ = recorder_tx.send(Message::Recorded(batch, result));
-                    recorder_wake.wake();
-                });
+        let (recorder, recorder_thread) = record.spawn_writer(move |batch, result| {
+            let _ = recorder_tx.send(Message::Recorded(batch, result));
+            recorder_wake.wake();
+        });
 
         let (convert_tx, convert_wake) = (tx.clone(), wake.clone());
         let converter = Converter::start(
@@ -343,6 +341,7 @@ impl Server {
                 outstanding: HashMap::new(),
                 finished: Vec::new(),
                 unmatched_logged: HashSet::new(),
+                recorder: record,
             },
             control,
             control_path: config.control_socket.clone(),
@@ -401,7 +400,7 @@ impl Server {
             // Frames no sink takes are done at once (their devices are answered).
             if !self.intake.finished.is_empty() {
                 for (frame, failure) in std::mem::take(&mut self.intake.finished) {
-                    self.frame_done(&frame, failure);
+                    self.frame_done(&frame, failure, None);
                 }
                 self.send_records();
                 self.flush_answered();
@@ -712,11 +711,18 @@ impl Server {
             .outstanding
             .remove(&key)
             .expect("entry just seen");
-        self.frame_done(&c.frame, failure);
+        self.frame_done(&c.frame, failure, c.recorded.clone());
     }
 
     /// Every sink that took `frame` finished it (or none took it): answer its device.
-    fn frame_done(&mut self, frame: &Arc<Frame>, failure: Option<String>) {
+    /// `recorded`: the sink's worker already recorded the native frame's commit, with this
+    /// result; otherwise it goes to the recorder now, and is answered once recorded.
+    fn frame_done(
+        &mut self,
+        frame: &Arc<Frame>,
+        failure: Option<String>,
+        recorded: Option<Result<(), StoreError>>,
+    ) {
         let key = Arc::as_ptr(frame) as usize;
         // The live view and MJPEG viewers get every frame, whatever its framing; without an
         // HTTP listener there is nobody to show it to, and no memory is spent on it.
@@ -753,11 +759,13 @@ impl Server {
             None => {
                 // Known at once (a resend is recognised), ACKed once it is on disk.
                 self.intake.native.committed.record(&frame.device, seq);
-                self.to_record.extend(
-                    waiting
-                        .iter()
-                        .map(|&token| (frame.device.clone(), seq, token)),
-                );
+                let pending = waiting
+                    .iter()
+                    .map(|&token| (frame.device.clone(), seq, token));
+                match recorded {
+                    Some(result) => self.acknowledge(pending.collect(), result),
+                    None => self.to_record.extend(pending),
+                }
             }
             // Left unanswered: the goodbye NACKs it "shutting down", so the device resends.
             Some(_) if self.aborted => {}
@@ -804,11 +812,16 @@ impl Server {
         }
     }
 
-    /// The recorder wrote (or failed to write) these commits: ACK them. A failed record is
-    /// logged but still ACKed: the frames are stored, and a NACK would make the device send
-    /// them again; only a resend after a restart could then store one twice.
+    /// The recorder thread wrote (or failed to write) these commits: ACK them.
     fn on_recorded(&mut self, batch: Vec<Pending>, result: Result<(), StoreError>) {
         self.recording -= batch.len();
+        self.acknowledge(batch, result);
+    }
+
+    /// These commits were recorded (or failed to be): ACK them. A failed record is logged but
+    /// still ACKed: the frames are stored, and a NACK would make the device send them again;
+    /// only a resend after a restart could then store one twice.
+    fn acknowledge(&mut self, batch: Vec<Pending>, result: Result<(), StoreError>) {
         if let Err(e) = result {
             error!(
                 "cannot record {} committed native frame(s), a resend after a restart could store them twice: {e}",

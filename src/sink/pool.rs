@@ -22,6 +22,8 @@ use super::routing::Route;
 use super::{Committed, Sink, SinkError};
 use crate::config::{SinkConfig, SinkKind};
 use crate::frame::Frame;
+use crate::identity::committed::Recorder;
+use crate::identity::StoreError;
 
 /// One sink's verdict on one frame, sent back to the event loop.
 #[derive(Debug)]
@@ -34,6 +36,9 @@ pub struct Completion {
     pub result: Result<Committed, SinkError>,
     /// How long the commit took.
     pub elapsed: Duration,
+    /// For a native frame this sink alone took: the worker recorded the commit (see
+    /// [`Recorder`]), and this is how that went. `None`: not recorded here.
+    pub recorded: Option<Result<(), StoreError>>,
 }
 
 /// One frame for one sink's workers.
@@ -46,6 +51,9 @@ pub struct Job {
     /// Sinks that follow this one for this frame (`after = "<this sink>"`): each gets the
     /// frame once this sink committed it, or a failure report if it did not.
     then: Vec<Follower>,
+    /// Records the commit once made: set for a native frame that this sink alone takes, so
+    /// its ACK can go out as soon as the loop hears of the commit.
+    record: Option<Arc<Recorder>>,
 }
 
 /// A sink waiting for another sink's commit of a frame; it was counted (and its room
@@ -277,9 +285,14 @@ impl SinkPool {
     /// now, and get the frame from the sink they follow once it committed it. The caller
     /// checked [`SinkPool::has_room`]. Returns how many sinks will report on it (0: it matches
     /// none) and the older frames that `drop_oldest` sinks discarded for it.
-    pub fn submit(&mut self, frame: Arc<Frame>) -> Submitted {
+    ///
+    /// With `recorder` (a native frame), a frame that exactly one sink takes is recorded as
+    /// committed by that sink's worker right after its commit, and its completion says so;
+    /// a frame several sinks take is left for the caller to record once all of them did.
+    pub fn submit(&mut self, frame: Arc<Frame>, recorder: Option<&Arc<Recorder>>) -> Submitted {
         assert!(self.has_room_for(&Route::of(&frame)), "submit without room");
         let mut done = Submitted::default();
+        let mut last_taker = None;
         for index in 0..self.slots.len() {
             let slot = &self.slots[index];
             if !slot.active || slot.config.after().is_some() || !slot.config.matches.accepts(&frame)
@@ -298,7 +311,14 @@ impl SinkPool {
                 frame: frame.clone(),
                 after: None,
                 then,
+                record: None,
             });
+            last_taker = Some(index);
+        }
+        if let (1, Some(index), Some(recorder)) = (done.sinks, last_taker, recorder) {
+            // One sink and no followers: its job is the one just staged.
+            let job = self.slots[index].staged.last_mut().expect("just staged");
+            job.record = Some(recorder.clone());
         }
         done
     }
@@ -511,6 +531,7 @@ fn work(
                     frame: job.frame.clone(),
                     after: Some(committed.clone()),
                     then: Vec::new(),
+                    record: None,
                 }),
                 Err(e) => notify(Completion {
                     sink: follower.sink,
@@ -520,14 +541,22 @@ fn work(
                         follower.name
                     ))),
                     elapsed: Duration::ZERO,
+                    recorded: None,
                 }),
             }
         }
+        let recorded = match (&result, &job.record) {
+            (Ok(_), Some(recorder)) => {
+                Some(recorder.record([(job.frame.device.clone(), job.frame.seq)]))
+            }
+            _ => None,
+        };
         notify(Completion {
             sink: index,
             frame: job.frame,
             result,
             elapsed: started.elapsed(),
+            recorded,
         });
     }
 }
@@ -573,7 +602,7 @@ mod tests {
 
         for seq in 1..=3 {
             assert!(pool.has_room_for(&Route::of(&frame(seq))));
-            assert_eq!(pool.submit(frame(seq)).sinks, 1);
+            assert_eq!(pool.submit(frame(seq), None).sinks, 1);
         }
         assert!(
             !pool.has_room_for(&Route::of(&frame(4))),
@@ -606,7 +635,7 @@ mod tests {
         );
 
         // Staged but never flushed: stop hands it over before closing, so it is committed.
-        pool.submit(frame(4));
+        pool.submit(frame(4), None);
         pool.stop();
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(10)).unwrap().frame.seq,
@@ -636,13 +665,13 @@ mod tests {
         )
         .unwrap();
         // Nothing flushed: the frames stay staged, so both queues fill at 2.
-        assert_eq!(pool.submit(frame(1)).sinks, 2);
-        assert_eq!(pool.submit(frame(2)).sinks, 2);
+        assert_eq!(pool.submit(frame(1), None).sinks, 2);
+        assert_eq!(pool.submit(frame(2), None).sinks, 2);
         assert!(
             pool.has_room_for(&Route::of(&frame(3))),
             "dropping sinks never hold devices back"
         );
-        let third = pool.submit(frame(3));
+        let third = pool.submit(frame(3), None);
         assert_eq!(
             third.sinks, 1,
             "drop_newest skipped it, drop_oldest took it"
@@ -713,7 +742,7 @@ mod tests {
     fn a_follower_gets_the_path_its_leader_committed_and_is_counted_at_submission() {
         let dir = tempfile::tempdir().unwrap();
         let (mut pool, rx) = follower_pool(dir.path());
-        let submitted = pool.submit(frame(1));
+        let submitted = pool.submit(frame(1), None);
         assert_eq!(submitted.sinks, 2, "the follower is counted up front");
         assert_eq!(pool.queued(), [1, 1], "and its room reserved");
         pool.flush();
@@ -737,7 +766,7 @@ mod tests {
         let blocked = dir.path().join("blocked");
         std::fs::write(&blocked, b"not a directory").unwrap();
         let (mut pool, rx) = follower_pool(&blocked);
-        assert_eq!(pool.submit(frame(1)).sinks, 2);
+        assert_eq!(pool.submit(frame(1), None).sinks, 2);
         pool.flush();
         let mut errors = Vec::new();
         for _ in 0..2 {
@@ -785,7 +814,7 @@ mod tests {
         }
         let mut first = frame(1);
         Arc::get_mut(&mut first).unwrap().device = Arc::from("cam-a");
-        assert_eq!(pool.submit(first).sinks, 1);
+        assert_eq!(pool.submit(first, None).sinks, 1);
         assert!(!pool.has_room_for(&from("cam-a")), "sink a is full");
         assert!(pool.has_room_for(&from("cam-b")), "cam-b's sink has room");
         assert!(pool.has_room_for(&from("cam-c")), "nothing takes cam-c");
