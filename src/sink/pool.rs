@@ -511,6 +511,11 @@ impl Drop for SinkPool {
     }
 }
 
+/// Most commits a worker holds to record together ([`work`]).
+const RECORD_BATCH: usize = 256;
+/// Longest a worker holds a commit to record it with later ones.
+const RECORD_DELAY: Duration = Duration::from_millis(2);
+
 fn work(
     index: usize,
     name: &str,
@@ -518,13 +523,32 @@ fn work(
     queue: &WorkQueue<Job>,
     notify: &dyn Fn(Completion),
 ) {
-    // The queue's lock is held only to take a frame, never while committing it.
-    while let Some(job) = queue.pop() {
+    // Commits this worker records itself (native frames only its sink takes), held while
+    // more frames are queued and commits are quick, then recorded in one append and fsync:
+    // a frame's ACK waits for the record, and one record per frame would cost a fast sink
+    // (discard, a tmpfs) more than the commits. Held since the first one was committed.
+    let mut held: Vec<(Completion, Arc<Recorder>)> = Vec::new();
+    let mut held_since = Instant::now();
+    loop {
+        // The queue's lock is held only to take a frame, never while committing it.
+        let job = if held.is_empty() {
+            queue.pop()
+        } else {
+            queue.try_pop()
+        };
+        let Some(job) = job else {
+            if held.is_empty() {
+                return; // closed, and everything taken
+            }
+            record_held(&mut held, notify);
+            continue;
+        };
         let started = Instant::now();
         let result = match &job.after {
             Some(before) => sink.commit_after(&job.frame, before),
             None => sink.commit(&job.frame),
         };
+        let elapsed = started.elapsed();
         for follower in job.then {
             match &result {
                 Ok(committed) => follower.queue.push(Job {
@@ -545,19 +569,44 @@ fn work(
                 }),
             }
         }
-        let recorded = match (&result, &job.record) {
-            (Ok(_), Some(recorder)) => {
-                Some(recorder.record([(job.frame.device.clone(), job.frame.seq)]))
-            }
-            _ => None,
-        };
-        notify(Completion {
+        let completion = Completion {
             sink: index,
             frame: job.frame,
             result,
-            elapsed: started.elapsed(),
-            recorded,
-        });
+            elapsed,
+            recorded: None,
+        };
+        match job.record {
+            Some(recorder) if completion.result.is_ok() => {
+                if held.is_empty() {
+                    held_since = Instant::now();
+                }
+                held.push((completion, recorder));
+            }
+            _ => notify(completion),
+        }
+        // A slow sink gains nothing from holding commits back; a fast one holds them briefly.
+        if !held.is_empty()
+            && (held.len() >= RECORD_BATCH
+                || elapsed >= RECORD_DELAY
+                || held_since.elapsed() >= RECORD_DELAY)
+        {
+            record_held(&mut held, notify);
+        }
+    }
+}
+
+/// Records the held commits (one append and fsync for all of them), then reports each with
+/// the record's result.
+fn record_held(held: &mut Vec<(Completion, Arc<Recorder>)>, notify: &dyn Fn(Completion)) {
+    let recorder = held[0].1.clone();
+    let result = recorder.record(
+        held.iter()
+            .map(|(c, _)| (c.frame.device.clone(), c.frame.seq)),
+    );
+    for (mut completion, _) in held.drain(..) {
+        completion.recorded = Some(result.clone());
+        notify(completion);
     }
 }
 

@@ -89,6 +89,11 @@ impl<T> WorkQueue<T> {
         }
     }
 
+    /// The next item if one is queued, without waiting (also `None` when closed).
+    pub fn try_pop(&self) -> Option<T> {
+        self.lock().items.pop_front()
+    }
+
     /// Takes the oldest item no worker has taken yet (`when_full = "drop_oldest"`).
     pub fn take_oldest(&self) -> Option<T> {
         self.lock().items.pop_front()
@@ -153,7 +158,8 @@ mod tests {
         queue.push_batch(&mut vec!["a", "b"]);
         queue.close();
         assert_eq!(queue.pop(), Some("a"));
-        assert_eq!(queue.pop(), Some("b"));
+        assert_eq!(queue.try_pop(), Some("b"));
+        assert_eq!(queue.try_pop(), None);
         assert_eq!(queue.pop(), None);
     }
 }
