@@ -74,8 +74,8 @@ pub fn native_table(rows: &[NativeRow]) {
     println!();
     println!("Same payload, connections and frames per connection; rounds interleaved, the order alternating. MB/s = payload bytes / (start until the daemon exited after SIGTERM). \"device clock\": until the last device saw EOF (u32le) or its last ACK (native: every frame committed and recorded). Native devices do HELLO/WELCOME before the clock starts and keep WELCOME's max_in_flight ({window}) frames unanswered.");
     println!();
-    println!("| scenario | listener | frames/s | MB/s (median) | MB/s (min–max) | device-clock MB/s | native / u32le | target (≥ 90%) | loop busy | daemon CPU s/GB |");
-    println!("|---|---|---:|---:|---:|---:|---:|---|---:|---:|");
+    println!("| scenario | listener | frames/s | MB/s (median) | MB/s (min–max) | device-clock MB/s | native / u32le | target (≥ 90%) | loop busy | daemon CPU s/GB | generator CPU s/GB |");
+    println!("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|");
     for (name, load, pairs) in rows {
         let runs = |i: usize| -> Vec<Timing> { pairs.iter().filter_map(|p| p[i]).collect() };
         let (u32le, native) = (runs(0), runs(1));
@@ -86,7 +86,7 @@ pub fn native_table(rows: &[NativeRow]) {
             .map(|(n, u)| n / u);
         for (label, runs) in [("u32le", &u32le), ("native + ACKs", &native)] {
             let Some(mb_s) = speed(runs) else {
-                println!("| {name} | {label} | failed | | | | | | | |");
+                println!("| {name} | {label} | failed | | | | | | | | |");
                 continue;
             };
             let eof = median_mb_s(load, runs, |t| t.to_eof).unwrap_or(0.0);
@@ -94,8 +94,11 @@ pub fn native_table(rows: &[NativeRow]) {
             let frames_s = mb_s * 1e6 / load.frame_bytes as f64;
             let busy = median(runs.iter().filter_map(|t| t.cpu).map(|c| c.event_loop))
                 .map_or("—".into(), |b| format!("{:.0}%", b * 100.0));
-            let cpu_per_gb = median(runs.iter().map(|t| t.cpu_seconds)).unwrap_or(0.0)
-                / (load.bytes() as f64 / 1e9);
+            let per_gb = |cpu: fn(&Timing) -> f64| {
+                median(runs.iter().map(cpu)).unwrap_or(0.0) / (load.bytes() as f64 / 1e9)
+            };
+            let cpu_per_gb = per_gb(|t| t.cpu_seconds);
+            let generator_per_gb = per_gb(|t| t.generator_cpu_seconds);
             let (ratio_text, target) = if label == "u32le" {
                 ("100%".to_string(), "—")
             } else {
@@ -110,7 +113,7 @@ pub fn native_table(rows: &[NativeRow]) {
                 )
             };
             println!(
-                "| {name} | {label} | {frames_s:.0} | {mb_s:.0} | {lo:.0}–{hi:.0} | {eof:.0} | {ratio_text} | {target} | {busy} | {cpu_per_gb:.2} |"
+                "| {name} | {label} | {frames_s:.0} | {mb_s:.0} | {lo:.0}–{hi:.0} | {eof:.0} | {ratio_text} | {target} | {busy} | {cpu_per_gb:.2} | {generator_per_gb:.2} |"
             );
         }
     }

@@ -44,6 +44,8 @@ impl Receiver {
 struct CpuSample {
     event_loop: Option<u64>,
     daemon: Option<u64>,
+    /// This process: the load generator's device threads.
+    generator: u64,
 }
 
 /// The timings of one successful run.
@@ -62,6 +64,9 @@ pub struct Timing {
     /// start until the last EOF, or the sum of the baseline's reader threads. Other tenants
     /// of a shared machine slow a run down but do not add to this.
     pub cpu_seconds: f64,
+    /// CPU seconds the load generator (the devices) used over the same span; it shares the
+    /// machine's CPUs with the receiver. Not measured for the baseline.
+    pub generator_cpu_seconds: f64,
 }
 
 /// How busy the daemon was while frames arrived.
@@ -111,6 +116,7 @@ fn baseline(load: &Load) -> Result<Timing, String> {
         total: outcome.elapsed(),
         cpu: None,
         cpu_seconds: totals.cpu_ns as f64 / 1e9,
+        generator_cpu_seconds: 0.0,
     })
 }
 
@@ -124,6 +130,7 @@ fn daemon(load: &Load, sink: SinkKind, framing: Framing, dir: &Path) -> Result<T
     let sample = || CpuSample {
         event_loop: system::thread_cpu_ns(pid, pid),
         daemon: system::process_cpu_ns(pid),
+        generator: system::own_process_cpu_ns(),
     };
     let outcome = match framing {
         Framing::U32Le => load::run(daemon.addr, load, settle, sample),
@@ -195,6 +202,7 @@ fn daemon(load: &Load, sink: SinkKind, framing: Framing, dir: &Path) -> Result<T
         total: stopped.exited.saturating_duration_since(outcome.started),
         cpu,
         cpu_seconds: daemon_ns as f64 / 1e9,
+        generator_cpu_seconds: b.generator.saturating_sub(a.generator) as f64 / 1e9,
     })
 }
 

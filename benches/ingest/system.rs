@@ -66,12 +66,22 @@ pub fn process_cpu_ns(pid: i32) -> Option<u64> {
 
 /// CPU time in ns the calling thread has used so far.
 pub fn own_thread_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// CPU time in ns this process has used so far, threads that ended included (the load
+/// generator's device threads).
+pub fn own_process_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime only writes the struct we pass.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+    if unsafe { libc::clock_gettime(clock, &mut t) } != 0 {
         return 0;
     }
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
