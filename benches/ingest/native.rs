@@ -15,6 +15,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -96,18 +97,8 @@ impl Session {
     /// The next message from the server.
     fn recv(&mut self) -> Result<Message, String> {
         loop {
-            if self.pos < self.len {
-                let fed = self
-                    .decoder
-                    .feed(&self.buf[self.pos..self.len])
-                    .map_err(|e| format!("bad bytes from the server: {e}"))?;
-                self.pos += fed.consumed;
-                match fed.event {
-                    Some(Decoded::Message(message)) => return Ok(message),
-                    Some(_) => return Err("the server sent a FRAME".into()),
-                    None if fed.consumed == 0 => return Err("the decoder is stuck".into()),
-                    None => continue,
-                }
+            if let Some(message) = self.buffered()? {
+                return Ok(message);
             }
             self.len = match self.stream.read(&mut self.buf) {
                 Ok(0) => return Err("the server closed the connection".into()),
@@ -119,22 +110,57 @@ impl Session {
         }
     }
 
-    /// Writes a FRAME: `header` then `payload`, in one `writev` when the socket takes it all.
-    fn send_frame(&mut self, header: &[u8], payload: &[u8]) -> io::Result<()> {
+    /// The next message already read from the socket, if a whole one is there.
+    fn buffered(&mut self) -> Result<Option<Message>, String> {
+        while self.pos < self.len {
+            let fed = self
+                .decoder
+                .feed(&self.buf[self.pos..self.len])
+                .map_err(|e| format!("bad bytes from the server: {e}"))?;
+            self.pos += fed.consumed;
+            match fed.event {
+                Some(Decoded::Message(message)) => return Ok(Some(message)),
+                Some(_) => return Err("the server sent a FRAME".into()),
+                None if fed.consumed == 0 => return Err("the decoder is stuck".into()),
+                None => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes a FRAME: `header` then `payload`, in one `sendmsg` when the socket takes it
+    /// all. `more`: another FRAME follows at once, so the kernel may hold this one's last
+    /// segment to fill it (MSG_MORE), as it coalesces u32le's writes without TCP_NODELAY.
+    fn send_frame(&mut self, header: &[u8], payload: &[u8], more: bool) -> io::Result<()> {
         let total = header.len() + payload.len();
+        let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
         let mut done = 0;
         while done < total {
-            let written = if done < header.len() {
-                self.stream
-                    .write_vectored(&[IoSlice::new(&header[done..]), IoSlice::new(payload)])
+            let parts = if done < header.len() {
+                [IoSlice::new(&header[done..]), IoSlice::new(payload)]
             } else {
-                self.stream.write(&payload[done - header.len()..])
+                [
+                    IoSlice::new(&payload[done - header.len()..]),
+                    IoSlice::new(&[]),
+                ]
+            };
+            // SAFETY: the msghdr points at `parts`, which outlive the call; IoSlice has the
+            // layout of iovec.
+            let written = unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = parts.len();
+                libc::sendmsg(self.stream.as_raw_fd(), &msg, flags)
             };
             match written {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n if n > 0 => done += n as usize,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(())
@@ -163,6 +189,8 @@ fn device(
     let mut header = Vec::with_capacity(64);
     while done < frames {
         while in_flight < session.window && next <= frames {
+            // More follow at once unless this one fills the window or is the last.
+            let more = in_flight + 1 < session.window && next < frames;
             header.clear();
             Message::Frame(FrameHeader {
                 seq: next,
@@ -174,19 +202,24 @@ fn device(
             })
             .encode(&mut header);
             session
-                .send_frame(&header, payload)
+                .send_frame(&header, payload, more)
                 .map_err(|e| format!("write frame {next}: {e}"))?;
             next += 1;
             in_flight += 1;
         }
-        match session.recv()? {
-            Message::Ack { seq } if (1..next).contains(&seq) && !acked[seq as usize] => {
-                acked[seq as usize] = true;
-                done += 1;
-                in_flight -= 1;
+        // Every answer already read, so that the frames they make room for go out together.
+        let mut message = Some(session.recv()?);
+        while let Some(m) = message {
+            match m {
+                Message::Ack { seq } if (1..next).contains(&seq) && !acked[seq as usize] => {
+                    acked[seq as usize] = true;
+                    done += 1;
+                    in_flight -= 1;
+                }
+                Message::Ping { token } => session.send(&Message::Pong { token })?,
+                other => return Err(format!("after {done} ACKs: unexpected {other:?}")),
             }
-            Message::Ping { token } => session.send(&Message::Pong { token })?,
-            other => return Err(format!("after {done} ACKs: unexpected {other:?}")),
+            message = session.buffered()?;
         }
     }
     let finished = Instant::now();

@@ -7,7 +7,7 @@
 //! off exponentially with jitter.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -320,11 +320,22 @@ fn frame_header(seq: u64, captured_us: u64, payload: &[u8]) -> FrameHeader {
     }
 }
 
+/// Writes `message` and the payload that follows it in as few system calls as the socket
+/// allows: with TCP_NODELAY, two writes would send the header as a packet of its own.
 fn send(stream: &mut TcpStream, message: &Message, payload: &[u8]) -> io::Result<()> {
-    let mut bytes = Vec::with_capacity(64);
-    message.encode(&mut bytes);
-    stream.write_all(&bytes)?;
-    stream.write_all(payload)
+    let mut header = Vec::with_capacity(64);
+    message.encode(&mut header);
+    let mut parts = [IoSlice::new(&header), IoSlice::new(payload)];
+    let mut parts = &mut parts[..];
+    while !parts.is_empty() {
+        match stream.write_vectored(parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Reads until one whole message arrived (the server sends no frames, so no payloads).
