@@ -383,10 +383,15 @@ impl Committed {
 
     /// Records that `device` committed `seq`.
     pub fn record(&mut self, device: &str, seq: u64) {
-        self.devices
-            .entry(device.to_string())
-            .or_default()
-            .insert(seq);
+        // Looked up first: `entry` would allocate the key for every frame of a known device.
+        match self.devices.get_mut(device) {
+            Some(ranges) => ranges.insert(seq),
+            None => self
+                .devices
+                .entry(device.to_string())
+                .or_default()
+                .insert(seq),
+        }
     }
 
     /// True if `device` committed `seq`.
