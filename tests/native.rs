@@ -530,3 +530,94 @@ fn a_frame_beyond_the_window_is_refused() {
     assert!(d.terminate().success());
     assert_frames_eq(&d.frames("cam", "one"), &[a]);
 }
+
+/// The CRC-32C is checked by the first sink worker, off the event loop: a damaged frame must
+/// still reach no sink (neither of two, nor one that follows a file sink), be NACKed with
+/// its reason, count against the device rather than the sinks, and be taken when resent.
+#[test]
+fn a_damaged_frame_reaches_no_sink_and_its_resend_is_stored_once() {
+    let dir = tempfile::TempDir::new().unwrap();
+    hook_script(dir.path(), "hook.sh", "echo \"$1\" >> \"$2\"\n");
+    let config = [
+        listener("native", "native", ""),
+        FILE_SINK.to_string(),
+        r#"
+[[sink]]
+name = "copy"
+type = "file"
+path = "@DIR@/copy/{device}/{seq}.{ext}"
+
+[[sink]]
+name = "hook"
+type = "exec"
+after = "files"
+input = "none"
+command = ["@DIR@/hook.sh", "{seq}", "@DIR@/hook.log"]
+"#
+        .to_string(),
+    ]
+    .concat();
+    let mut d = Daemon::start_in(dir.path(), &config);
+    let mut c = Client::connect(&d, "native");
+    assert!(matches!(c.hello("cam"), Message::Welcome { .. }));
+    let good = jpeg(300, 5000);
+    let mut damaged = good.clone();
+    damaged[100] ^= 0x40;
+    c.send(
+        Message::Frame(FrameHeader {
+            seq: 1,
+            captured_us: 1_700_000_000_000_000,
+            content_type: ContentType::Jpeg,
+            meta: vec![],
+            payload_len: damaged.len() as u32,
+            crc32c: checksum(&good),
+        }),
+        &damaged,
+    );
+    match c.recv_reply() {
+        Some(Message::Nack {
+            seq: 1,
+            reason: Reason::ChecksumMismatch,
+            text,
+        }) => assert!(text.contains("CRC-32C"), "{text}"),
+        other => panic!("expected a checksum NACK, got {other:?}"),
+    }
+    let line = d.wait_for_log(&["cam#1", "not stored, NACKed", "CRC-32C"], WAIT);
+    assert!(line.contains("127.0.0.1"), "names the peer: {line}");
+    // The device sends it again, undamaged.
+    c.frame(1, &good);
+    assert_eq!(c.recv_reply(), Some(Message::Ack { seq: 1 }));
+
+    let status = framegate(&[
+        "status",
+        "--json",
+        "--config",
+        d.dir.join("framegate.toml").to_str().unwrap(),
+    ]);
+    assert_ok("status", &status);
+    let status: framegate::status::Status = serde_json::from_slice(&status.stdout).unwrap();
+    let cam = status.devices.iter().find(|x| x.device == "cam").unwrap();
+    assert_eq!(cam.errors, 1, "the damaged frame counts against the device");
+    for sink in &status.sinks {
+        assert_eq!(sink.failed, 0, "not a failure of sink {}", sink.name);
+    }
+    assert!(d.terminate().success());
+
+    assert_eq!(
+        std::fs::read(dir.path().join("copy/cam/1.jpg")).unwrap(),
+        good
+    );
+    assert_eq!(walk(&dir.path().join("copy")).len(), 1);
+    let stored = d.frames("cam", "native");
+    assert_eq!(assert_frames_eq(&stored, &[good]), [1]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("hook.log")).unwrap(),
+        "1\n",
+        "the hook ran once, for the good copy"
+    );
+    assert!(
+        d.log_lines(&["not stored:"]).is_empty(),
+        "no sink reported a failure: {:?}",
+        d.log_lines(&["not stored:"])
+    );
+}
