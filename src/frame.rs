@@ -1,7 +1,7 @@
 //! A received frame: its identity and its payload.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use image::ImageFormat;
@@ -41,53 +41,9 @@ pub struct NativeOrigin {
     pub meta: Vec<(String, String)>,
     /// The event loop's token of the connection that waits for the ACK.
     pub reply_to: usize,
-    /// The payload's CRC-32C as the device stated it.
-    pub crc32c: u32,
-    /// The payload's CRC-32C as computed here, once, by whoever asks first
-    /// ([`Frame::payload_intact`]): normally the first sink worker that takes the frame, so
-    /// the event loop does not spend its time on it.
-    pub computed_crc32c: OnceLock<u32>,
-}
-
-impl NativeOrigin {
-    /// The native part of a frame whose device stated `crc32c`, not checked yet.
-    pub fn new(
-        captured_us: u64,
-        meta: Vec<(String, String)>,
-        reply_to: usize,
-        crc32c: u32,
-    ) -> Self {
-        NativeOrigin {
-            captured_us,
-            meta,
-            reply_to,
-            crc32c,
-            computed_crc32c: OnceLock::new(),
-        }
-    }
 }
 
 impl Frame {
-    /// False if a native frame's payload does not match the CRC-32C its device sent; the
-    /// first call computes it (a sink worker's, before its commit), later calls read the
-    /// result. Legacy frames carry no checksum: always true.
-    pub fn payload_intact(&self) -> bool {
-        self.native.as_ref().is_none_or(|n| {
-            *n.computed_crc32c
-                .get_or_init(|| crate::protocol::wire::checksum(&self.payload))
-                == n.crc32c
-        })
-    }
-
-    /// True once [`Frame::payload_intact`] found the payload damaged; never computes the
-    /// checksum itself (for the event loop).
-    pub fn known_damaged(&self) -> bool {
-        self.native
-            .as_ref()
-            .and_then(|n| n.computed_crc32c.get().map(|&crc| crc != n.crc32c))
-            .unwrap_or(false)
-    }
-
     /// Payload size in bytes.
     pub fn size(&self) -> usize {
         self.payload.len()
@@ -165,28 +121,5 @@ pub(crate) mod tests {
             payload,
             native: None,
         }
-    }
-
-    #[test]
-    fn a_native_payload_is_checked_once_and_the_loop_only_reads_the_result() {
-        let legacy = frame_with(b"abc".to_vec());
-        assert!(legacy.payload_intact() && !legacy.known_damaged());
-
-        let crc = crate::protocol::wire::checksum(b"abc");
-        let native = |stated: u32| Frame {
-            native: Some(NativeOrigin::new(0, vec![], 1, stated)),
-            ..frame_with(b"abc".to_vec())
-        };
-        let good = native(crc);
-        assert!(!good.known_damaged(), "not computed yet: not known");
-        assert!(good.payload_intact());
-        assert!(!good.known_damaged());
-
-        let bad = native(crc ^ 1);
-        assert!(!bad.known_damaged(), "not computed yet: not known");
-        assert!(!bad.payload_intact());
-        assert!(bad.known_damaged());
-        let origin = bad.native.as_ref().unwrap();
-        assert_eq!(origin.computed_crc32c.get(), Some(&crc));
     }
 }

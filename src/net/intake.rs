@@ -139,13 +139,11 @@ impl Intake {
             received_at: frame.at,
             format,
             payload: frame.payload,
-            // The CRC-32C is checked by the first sink worker to take the frame, off the loop.
-            native: Some(NativeOrigin::new(
-                header.captured_us,
-                header.meta,
-                peer.conn,
-                header.crc32c,
-            )),
+            native: Some(NativeOrigin {
+                captured_us: header.captured_us,
+                meta: header.meta,
+                reply_to: peer.conn,
+            }),
         }));
     }
 

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::protocol::wire::{verify_auth_tag, NONCE_LEN};
+use crate::protocol::wire::{checksum, verify_auth_tag, NONCE_LEN};
 use crate::protocol::{Decoded, FrameHeader, Message, MessageDecoder, Reason};
 
 /// A listener's settings for native sessions.
@@ -275,10 +275,15 @@ impl NativeSession {
             self.send(nack(Reason::WindowExceeded, text));
         } else if payload.is_empty() {
             self.send(nack(Reason::Malformed, "empty payload".into()));
+        } else if checksum(&payload) != header.crc32c {
+            let text = format!(
+                "CRC-32C of the {} bytes received is {:08x}, the frame says {:08x}",
+                payload.len(),
+                checksum(&payload),
+                header.crc32c
+            );
+            self.send(nack(Reason::ChecksumMismatch, text));
         } else {
-            // The payload's CRC-32C is checked off the event loop, by the first sink worker
-            // that takes the frame and before any sink stores it; a mismatch comes back
-            // through [`NativeSession::damaged`].
             self.in_flight.insert(seq);
             return Step::Frame(NativeFrame {
                 device,
@@ -298,18 +303,6 @@ impl NativeSession {
                 seq,
                 reason,
                 text: text.to_string(),
-            });
-        }
-    }
-
-    /// Frame `seq` did not match its CRC-32C (found by a sink worker before any sink stored
-    /// it): NACK it, so the device sends it again.
-    pub fn damaged(&mut self, seq: u64, text: String) {
-        if self.in_flight.remove(&seq) {
-            self.send(Message::Nack {
-                seq,
-                reason: Reason::ChecksumMismatch,
-                text,
             });
         }
     }
@@ -354,7 +347,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::protocol::wire::{auth_tag, checksum};
+    use crate::protocol::wire::auth_tag;
     use crate::protocol::ContentType;
 
     #[derive(Default)]
@@ -488,7 +481,7 @@ mod tests {
     }
 
     #[test]
-    fn damaged_too_large_and_out_of_order_frames_are_refused() {
+    fn checksum_size_and_order_errors() {
         let devices = Devices::default();
         let mut s = NativeSession::new(LIMITS);
         assert!(matches!(
@@ -514,18 +507,13 @@ mod tests {
             unreachable!()
         };
         header.crc32c ^= 1;
-        // The session passes a damaged frame on: a sink worker checks the CRC-32C, off the
-        // loop, and the loop then reports the mismatch.
-        let step = s.on_decoded(
+        s.on_decoded(
             Decoded::Frame {
                 header: header.clone(),
                 payload,
             },
             &devices,
         );
-        assert!(matches!(step, Step::Frame(_)));
-        s.damaged(1, "CRC-32C mismatch".into());
-        s.damaged(1, "reported twice: answered once".into());
         s.on_decoded(Decoded::FrameTooLarge { header }, &devices);
         s.on_decoded(Decoded::Message(Message::Ping { token: 9 }), &devices);
         let got = replies(&mut s);

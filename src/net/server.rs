@@ -602,8 +602,6 @@ impl Server {
                                 .map(|p| format!(" as {}", p.display()))
                                 .unwrap_or_default()
                         ),
-                        // Logged once for the frame, as the device's fault (frame_done).
-                        Err(_) if f.known_damaged() => {}
                         Err(e) => {
                             let line = format!(
                                 "sink {sink}: frame {}#{} from {} ({} bytes) not stored: {e}",
@@ -726,12 +724,6 @@ impl Server {
         recorded: Option<Result<(), StoreError>>,
     ) {
         let key = Arc::as_ptr(frame) as usize;
-        // Normally known already (a sink worker checked it); computed here only for a frame
-        // no worker saw (no sink takes it, or every sink dropped it).
-        if !frame.payload_intact() {
-            self.refuse_damaged(frame);
-            return;
-        }
         // The live view and MJPEG viewers get every frame, whatever its framing; without an
         // HTTP listener there is nobody to show it to, and no memory is spent on it.
         let serving = self
@@ -808,45 +800,6 @@ impl Server {
                     session.answer(Err(why));
                 }
                 self.flush_conn(token);
-            }
-        }
-    }
-
-    /// A native frame whose payload does not match its CRC-32C: no sink stored it. NACK it
-    /// to every connection that sent it, so the device sends it again.
-    fn refuse_damaged(&mut self, frame: &Arc<Frame>) {
-        let origin = frame
-            .native
-            .as_ref()
-            .expect("only native frames carry a checksum");
-        let waiting = self
-            .intake
-            .native
-            .in_flight
-            .remove(&(frame.device.clone(), frame.seq))
-            .unwrap_or_else(|| vec![origin.reply_to]);
-        let text = format!(
-            "CRC-32C of the {} bytes received is {:08x}, the frame says {:08x}",
-            frame.size(),
-            origin.computed_crc32c.get().copied().unwrap_or_default(),
-            origin.crc32c
-        );
-        self.intake.devices.error(&frame.device);
-        self.device_warning(
-            &frame.device.clone(),
-            format!(
-                "frame {}#{} from {} not stored, NACKed: {text}",
-                frame.device, frame.seq, frame.peer
-            ),
-        );
-        for token in waiting {
-            if let Some(session) = self
-                .conns
-                .get_mut(&Token(token))
-                .and_then(Connection::session)
-            {
-                session.damaged(frame.seq, text.clone());
-                self.answered.insert(Token(token));
             }
         }
     }

@@ -502,12 +502,11 @@ mod tests {
             true,
         );
         let native = |payload: &[u8]| Frame {
-            native: Some(crate::frame::NativeOrigin::new(
-                1_700_000_000_123_000,
-                vec![],
-                1,
-                crate::protocol::wire::checksum(payload),
-            )),
+            native: Some(crate::frame::NativeOrigin {
+                captured_us: 1_700_000_000_123_000,
+                meta: vec![],
+                reply_to: 1,
+            }),
             // Received later the second time; the name follows the capture time.
             received_at: SystemTime::now(),
             ..frame("cam", 5, payload)

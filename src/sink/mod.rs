@@ -72,9 +72,8 @@ pub trait Sink: Send + Sync {
         let _ = frame;
     }
 
-    /// `frame`, [`Sink::accepted`] earlier, will never be committed: called on the event loop
-    /// when it was dropped from the queue (`when_full = "drop_oldest"`), or on a worker when
-    /// its payload failed its checksum.
+    /// Called on the event loop when `frame`, [`Sink::accepted`] earlier, was dropped from
+    /// the queue (`when_full = "drop_oldest"`): it will never be committed.
     fn withdrawn(&self, frame: &Frame) {
         let _ = frame;
     }

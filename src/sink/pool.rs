@@ -416,8 +416,6 @@ impl SinkPool {
                 slot.counts.committed += 1;
                 slot.counts.bytes += completion.frame.size() as u64;
             }
-            // The device's fault, not the sink's: counted against the device instead.
-            Err(_) if completion.frame.known_damaged() => {}
             Err(_) => slot.counts.failed += 1,
         }
         &slot.name
@@ -548,14 +546,6 @@ fn work(
         let started = Instant::now();
         let result = match &job.after {
             Some(before) => sink.commit_after(&job.frame, before),
-            // A native frame's checksum, checked here rather than on the loop; a damaged
-            // frame reaches no sink (its followers then report it failed as well).
-            None if !job.frame.payload_intact() => {
-                sink.withdrawn(&job.frame);
-                Err(SinkError::new(
-                    "payload does not match its CRC-32C; not stored",
-                ))
-            }
             None => sink.commit(&job.frame),
         };
         let elapsed = started.elapsed();

@@ -187,7 +187,6 @@ fn config(dir: &Path, to: Vec<String>) -> ForwardSinkConfig {
 fn frame(device: &str, seq: u64, native: bool) -> Frame {
     let mut payload = b"\xff\xd8\xff\xe0".to_vec();
     payload.extend((0..5000u32).map(|i| (i as u64 * 31 + seq) as u8));
-    let crc = crate::protocol::wire::checksum(&payload);
     Frame {
         listener: Arc::from("lan"),
         device: Arc::from(device),
@@ -196,13 +195,10 @@ fn frame(device: &str, seq: u64, native: bool) -> Frame {
         received_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seq),
         format: signature::image_format(&payload),
         payload,
-        native: native.then(|| {
-            NativeOrigin::new(
-                1_700_000_000_000_000 + seq,
-                vec![("exp".into(), format!("{seq}ms"))],
-                0,
-                crc,
-            )
+        native: native.then(|| NativeOrigin {
+            captured_us: 1_700_000_000_000_000 + seq,
+            meta: vec![("exp".into(), format!("{seq}ms"))],
+            reply_to: 0,
         }),
     }
 }
