@@ -530,3 +530,103 @@ fn a_frame_beyond_the_window_is_refused() {
     assert!(d.terminate().success());
     assert_frames_eq(&d.frames("cam", "one"), &[a]);
 }
+
+/// A damaged frame reaches no sink (neither of two, nor a hook that follows one of them), is
+/// NACKed with its reason, logged with the peer, counted against the device rather than the
+/// sinks, and stored once when the device sends it again.
+#[test]
+fn a_damaged_frame_reaches_no_sink_and_its_resend_is_stored_once() {
+    let dir = tempfile::TempDir::new().unwrap();
+    hook_script(dir.path(), "hook.sh", "echo \"$1\" >> \"$2\"\n");
+    let config = [
+        listener("native", "native", "max_frame_bytes = \"100KB\""),
+        FILE_SINK.to_string(),
+        r#"
+[[sink]]
+name = "copy"
+type = "file"
+path = "@DIR@/copy/{device}/{seq}.{ext}"
+
+[[sink]]
+name = "hook"
+type = "exec"
+after = "files"
+input = "none"
+command = ["@DIR@/hook.sh", "{seq}", "@DIR@/hook.log"]
+"#
+        .to_string(),
+    ]
+    .concat();
+    let mut d = Daemon::start_in(dir.path(), &config);
+    let mut c = Client::connect(&d, "native");
+    assert!(matches!(c.hello("cam"), Message::Welcome { .. }));
+    let good = jpeg(300, 5000);
+    let mut damaged = good.clone();
+    damaged[100] ^= 0x40;
+    c.send(
+        Message::Frame(FrameHeader {
+            seq: 1,
+            captured_us: 1_700_000_000_000_000,
+            content_type: ContentType::Jpeg,
+            meta: vec![],
+            payload_len: damaged.len() as u32,
+            crc32c: checksum(&good),
+        }),
+        &damaged,
+    );
+    match c.recv_reply() {
+        Some(Message::Nack {
+            seq: 1,
+            reason: Reason::ChecksumMismatch,
+            text,
+        }) => assert!(text.contains("CRC-32C"), "{text}"),
+        other => panic!("expected a checksum NACK, got {other:?}"),
+    }
+    let line = d.wait_for_log(&["device cam", "#1 refused (checksum mismatch)"], WAIT);
+    assert!(line.contains("127.0.0.1:"), "names the peer: {line}");
+    // Too large: refused and logged the same way.
+    c.frame(2, &jpeg(301, 150_000));
+    assert!(matches!(
+        c.recv_reply(),
+        Some(Message::Nack {
+            seq: 2,
+            reason: Reason::TooLarge,
+            ..
+        })
+    ));
+    d.wait_for_log(
+        &["device cam", "#2 refused (too large)", "max_frame_bytes"],
+        WAIT,
+    );
+    // The device sends frame 1 again, undamaged.
+    c.frame(1, &good);
+    assert_eq!(c.recv_reply(), Some(Message::Ack { seq: 1 }));
+
+    let status = framegate(&[
+        "status",
+        "--json",
+        "--config",
+        d.dir.join("framegate.toml").to_str().unwrap(),
+    ]);
+    assert_ok("status", &status);
+    let status: framegate::status::Status = serde_json::from_slice(&status.stdout).unwrap();
+    let cam = status.devices.iter().find(|x| x.device == "cam").unwrap();
+    assert_eq!(cam.errors, 2, "both refusals count against the device");
+    for sink in &status.sinks {
+        assert_eq!(sink.failed, 0, "not a failure of sink {}", sink.name);
+    }
+    assert!(d.terminate().success());
+
+    assert_eq!(
+        std::fs::read(dir.path().join("copy/cam/1.jpg")).unwrap(),
+        good
+    );
+    assert_eq!(walk(&dir.path().join("copy")).len(), 1);
+    let stored = d.frames("cam", "native");
+    assert_eq!(assert_frames_eq(&stored, &[good]), [1]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("hook.log")).unwrap(),
+        "1\n",
+        "the hook ran once, for the good copy"
+    );
+}

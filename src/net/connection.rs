@@ -77,6 +77,9 @@ pub trait Admit {
     fn admit(&mut self, peer: &Peer, frame: Received) -> Result<(), Received>;
     /// What native sessions need to know about devices.
     fn directory(&self) -> &dyn Directory;
+    /// A native session NACKed one of `device`'s frames for the device's own fault
+    /// (`line` says which and why): for the operator's log and the device's error count.
+    fn refused(&mut self, peer: &Peer, device: &Arc<str>, line: String);
 }
 
 /// Why a connection ended.
@@ -541,6 +544,10 @@ impl Connection {
         };
         match session.on_decoded(decoded, admit.directory()) {
             Step::Continue => Ok(true),
+            Step::Refused { device, line } => {
+                admit.refused(&self.peer, &device, line);
+                Ok(true)
+            }
             Step::Close(why) => Err(Closed::Protocol(why)),
             Step::Frame(NativeFrame {
                 device,
@@ -623,6 +630,7 @@ mod tests {
         fn directory(&self) -> &dyn Directory {
             &self.devices
         }
+        fn refused(&mut self, _: &Peer, _: &Arc<str>, _: String) {}
     }
 
     fn pair(framing: Framing) -> (Connection, StdStream) {

@@ -36,6 +36,9 @@ pub struct Intake {
     /// Frames done without (more) sink reports, and their failure if any: matched no sink,
     /// or dropped by every sink that took them. The loop answers their devices.
     pub finished: Vec<(Arc<Frame>, Option<String>)>,
+    /// Native frames NACKed this turn for their device's own fault: the device and a log
+    /// line naming the peer, for the loop to log (rate-limited per device).
+    pub refusals: Vec<(Arc<str>, String)>,
     /// Devices whose unmatched frames were logged already.
     pub unmatched_logged: std::collections::HashSet<Arc<str>>,
     /// Frames in the sinks (by the frame's address): sinks still to report, first failure.
@@ -208,5 +211,13 @@ impl Admit for Intake {
 
     fn directory(&self) -> &dyn Directory {
         &self.native
+    }
+
+    fn refused(&mut self, peer: &Peer, device: &Arc<str>, line: String) {
+        self.devices.error(device);
+        self.refusals.push((
+            device.clone(),
+            format!("connection from {} (device {device}): {line}", peer.addr),
+        ));
     }
 }

@@ -54,6 +54,14 @@ pub enum Step {
     Frame(NativeFrame),
     /// Close the connection after sending what is queued (a GOODBYE); the text is for the log.
     Close(String),
+    /// A frame was NACKed for the device's own fault (damaged, too large, beyond the window,
+    /// malformed); the session goes on. The text is for the operator's log.
+    Refused {
+        /// The device that sent it.
+        device: Arc<str>,
+        /// What was refused and why.
+        line: String,
+    },
 }
 
 #[derive(Debug)]
@@ -152,17 +160,13 @@ impl NativeSession {
             Decoded::Message(Message::Auth { tag }) => self.on_auth(&tag, directory),
             Decoded::Frame { header, payload } => self.on_frame(header, payload, directory),
             Decoded::FrameTooLarge { header } => match &self.phase {
-                Phase::Open { .. } => {
+                Phase::Open { device } => {
+                    let device = device.clone();
                     let text = format!(
                         "payload of {} bytes exceeds max_frame_bytes = {}",
                         header.payload_len, self.limits.max_frame_bytes
                     );
-                    self.send(Message::Nack {
-                        seq: header.seq,
-                        reason: Reason::TooLarge,
-                        text,
-                    });
-                    Step::Continue
+                    self.refuse(device, header.seq, Reason::TooLarge, text)
                 }
                 _ => self.unexpected("FRAME"),
             },
@@ -255,12 +259,9 @@ impl NativeSession {
         };
         let device = device.clone();
         let seq = header.seq;
-        let nack = |reason, text: String| Message::Nack { seq, reason, text };
         if seq == 0 {
-            self.send(nack(
-                Reason::Malformed,
-                "sequence numbers start at 1".into(),
-            ));
+            let text = "sequence numbers start at 1".to_string();
+            return self.refuse(device, seq, Reason::Malformed, text);
         } else if directory.is_committed(&device, seq) {
             // A resend of a frame already stored: answer again, store nothing.
             self.send(Message::Ack { seq });
@@ -272,9 +273,9 @@ impl NativeSession {
                 self.in_flight.len(),
                 self.limits.max_in_flight
             );
-            self.send(nack(Reason::WindowExceeded, text));
+            return self.refuse(device, seq, Reason::WindowExceeded, text);
         } else if payload.is_empty() {
-            self.send(nack(Reason::Malformed, "empty payload".into()));
+            return self.refuse(device, seq, Reason::Malformed, "empty payload".into());
         } else if checksum(&payload) != header.crc32c {
             let text = format!(
                 "CRC-32C of the {} bytes received is {:08x}, the frame says {:08x}",
@@ -282,7 +283,7 @@ impl NativeSession {
                 checksum(&payload),
                 header.crc32c
             );
-            self.send(nack(Reason::ChecksumMismatch, text));
+            return self.refuse(device, seq, Reason::ChecksumMismatch, text);
         } else {
             self.in_flight.insert(seq);
             return Step::Frame(NativeFrame {
@@ -292,6 +293,13 @@ impl NativeSession {
             });
         }
         Step::Continue
+    }
+
+    /// NACKs frame `seq` for the device's own fault, and says so for the log.
+    fn refuse(&mut self, device: Arc<str>, seq: u64, reason: Reason, text: String) -> Step {
+        let line = format!("frame #{seq} refused ({reason}): {text}");
+        self.send(Message::Nack { seq, reason, text });
+        Step::Refused { device, line }
     }
 
     /// NACKs every frame still waiting for its commit, in order (at shutdown).

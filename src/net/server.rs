@@ -340,6 +340,7 @@ impl Server {
                 devices: DeviceCounters::default(),
                 outstanding: HashMap::new(),
                 finished: Vec::new(),
+                refusals: Vec::new(),
                 unmatched_logged: HashSet::new(),
                 recorder: record,
             },
@@ -443,6 +444,9 @@ impl Server {
                 if let Some(token) = self.runnable.pop_front() {
                     self.pump(token, false);
                 }
+            }
+            for (device, line) in std::mem::take(&mut self.intake.refusals) {
+                self.device_warning(&device, line);
             }
             if Instant::now() >= self.next_sweep {
                 self.sweep();
