@@ -287,9 +287,7 @@ impl Recorder {
             None => Ok(()),
         }
     }
-}
 
-impl Recorder {
     /// Starts the thread that records batches sent by the event loop (frames that several
     /// sinks took, whose last commit the loop is the first to know of): each batch sent to
     /// the returned channel is recorded through this record (batches that queued meanwhile

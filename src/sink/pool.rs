@@ -523,12 +523,7 @@ fn work(
     queue: &WorkQueue<Job>,
     notify: &dyn Fn(Completion),
 ) {
-    // Commits this worker records itself (native frames only its sink takes), held while
-    // more frames are queued and commits are quick, then recorded in one append and fsync:
-    // a frame's ACK waits for the record, and one record per frame would cost a fast sink
-    // (discard, a tmpfs) more than the commits. Held since the first one was committed.
-    let mut held: Vec<(Completion, Arc<Recorder>)> = Vec::new();
-    let mut held_since = Instant::now();
+    let mut held = HeldCommits::default();
     loop {
         // The queue's lock is held only to take a frame, never while committing it.
         let job = if held.is_empty() {
@@ -540,7 +535,7 @@ fn work(
             if held.is_empty() {
                 return; // closed, and everything taken
             }
-            record_held(&mut held, notify);
+            held.record(notify);
             continue;
         };
         let started = Instant::now();
@@ -577,36 +572,64 @@ fn work(
             recorded: None,
         };
         match job.record {
-            Some(recorder) if completion.result.is_ok() => {
-                if held.is_empty() {
-                    held_since = Instant::now();
-                }
-                held.push((completion, recorder));
-            }
+            Some(recorder) if completion.result.is_ok() => held.hold(completion, recorder),
             _ => notify(completion),
         }
         // A slow sink gains nothing from holding commits back; a fast one holds them briefly.
-        if !held.is_empty()
-            && (held.len() >= RECORD_BATCH
-                || elapsed >= RECORD_DELAY
-                || held_since.elapsed() >= RECORD_DELAY)
-        {
-            record_held(&mut held, notify);
+        if held.is_due(elapsed) {
+            held.record(notify);
         }
     }
 }
 
-/// Records the held commits (one append and fsync for all of them), then reports each with
-/// the record's result.
-fn record_held(held: &mut Vec<(Completion, Arc<Recorder>)>, notify: &dyn Fn(Completion)) {
-    let recorder = held[0].1.clone();
-    let result = recorder.record(
-        held.iter()
-            .map(|(c, _)| (c.frame.device.clone(), c.frame.seq)),
-    );
-    for (mut completion, _) in held.drain(..) {
-        completion.recorded = Some(result.clone());
-        notify(completion);
+/// Commits a worker records itself (native frames only its sink takes), held while more
+/// frames are queued and commits are quick, then recorded in one append and fsync: a frame's
+/// ACK waits for the record, and one record per frame would cost a fast sink (discard, a
+/// tmpfs) more than the commits.
+#[derive(Default)]
+struct HeldCommits {
+    completions: Vec<Completion>,
+    /// Where they go (the same record for every frame of a daemon).
+    recorder: Option<Arc<Recorder>>,
+    /// When the first of them was committed.
+    since: Option<Instant>,
+}
+
+impl HeldCommits {
+    fn is_empty(&self) -> bool {
+        self.completions.is_empty()
+    }
+
+    fn hold(&mut self, completion: Completion, recorder: Arc<Recorder>) {
+        self.since.get_or_insert_with(Instant::now);
+        self.recorder = Some(recorder);
+        self.completions.push(completion);
+    }
+
+    /// True when they should be recorded now: enough of them, held long enough, or the last
+    /// commit (it took `last_commit`) shows a slow sink.
+    fn is_due(&self, last_commit: Duration) -> bool {
+        !self.is_empty()
+            && (self.completions.len() >= RECORD_BATCH
+                || last_commit >= RECORD_DELAY
+                || self.since.is_some_and(|t| t.elapsed() >= RECORD_DELAY))
+    }
+
+    /// Records them (one append and fsync for all), then reports each with the result.
+    fn record(&mut self, notify: &dyn Fn(Completion)) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let result = recorder.record(
+            self.completions
+                .iter()
+                .map(|c| (c.frame.device.clone(), c.frame.seq)),
+        );
+        self.since = None;
+        for mut completion in self.completions.drain(..) {
+            completion.recorded = Some(result.clone());
+            notify(completion);
+        }
     }
 }
 
@@ -628,6 +651,52 @@ mod tests {
             payload: vec![seq as u8; 10],
             native: None,
         })
+    }
+
+    #[test]
+    fn the_worker_records_a_frame_only_its_sink_takes() {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let sink = |name: &str, device: &str| SinkConfig {
+            name: name.into(),
+            workers: 1,
+            queue_capacity: 8,
+            kind: SinkKind::Discard,
+            matches: crate::sink::routing::Match {
+                devices: vec![glob::Pattern::new(device).unwrap()],
+                ..Default::default()
+            },
+            when_full: WhenFull::Block,
+            image: None,
+        };
+        // "alone" takes device a; "both-1" and "both-2" take device b.
+        let configs = [sink("alone", "a"), sink("both-1", "b"), sink("both-2", "b")];
+        let mut pool = SinkPool::start(
+            &configs,
+            Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()),
+        )
+        .unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let recorder = Arc::new(Recorder::new(Default::default(), state.path()));
+        let native = |device: &str, seq| {
+            Arc::new(Frame {
+                device: Arc::from(device),
+                ..(*frame(seq)).clone()
+            })
+        };
+        assert_eq!(pool.submit(native("a", 1), Some(&recorder)).sinks, 1);
+        assert_eq!(pool.submit(native("b", 2), Some(&recorder)).sinks, 2);
+        pool.flush();
+        let mut recorded = Vec::new();
+        for _ in 0..3 {
+            let c = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            recorded.push((c.frame.seq, c.recorded));
+        }
+        recorded.sort_by_key(|(seq, _)| *seq);
+        assert_eq!(recorded, [(1, Some(Ok(()))), (2, None), (2, None)]);
+        let log = std::fs::read_to_string(state.path().join(crate::identity::committed::LOG_NAME))
+            .unwrap();
+        assert_eq!(log, "1\ta\n", "recorded before the completion was sent");
     }
 
     #[test]
