@@ -653,14 +653,12 @@ mod tests {
         })
     }
 
-    #[test]
-    fn the_worker_records_a_frame_only_its_sink_takes() {
-        let (tx, rx) = mpsc::channel();
-        let tx = Mutex::new(tx);
-        let sink = |name: &str, device: &str| SinkConfig {
+    /// A blocking discard sink with one worker that takes only devices matching `device`.
+    fn discard_for(name: &str, device: &str, queue_capacity: usize) -> SinkConfig {
+        SinkConfig {
             name: name.into(),
             workers: 1,
-            queue_capacity: 8,
+            queue_capacity,
             kind: SinkKind::Discard,
             matches: crate::sink::routing::Match {
                 devices: vec![glob::Pattern::new(device).unwrap()],
@@ -668,9 +666,19 @@ mod tests {
             },
             when_full: WhenFull::Block,
             image: None,
-        };
+        }
+    }
+
+    #[test]
+    fn the_worker_records_a_frame_only_its_sink_takes() {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
         // "alone" takes device a; "both-1" and "both-2" take device b.
-        let configs = [sink("alone", "a"), sink("both-1", "b"), sink("both-2", "b")];
+        let configs = [
+            discard_for("alone", "a", 8),
+            discard_for("both-1", "b", 8),
+            discard_for("both-2", "b", 8),
+        ];
         let mut pool = SinkPool::start(
             &configs,
             Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()),
@@ -906,20 +914,8 @@ mod tests {
     fn a_full_sink_holds_back_only_the_devices_it_takes_frames_from() {
         let (tx, _rx) = mpsc::channel();
         let tx = Mutex::new(tx);
-        let only = |name: &str, device: &str| SinkConfig {
-            name: name.into(),
-            workers: 1,
-            queue_capacity: 1,
-            kind: SinkKind::Discard,
-            matches: crate::sink::routing::Match {
-                devices: vec![glob::Pattern::new(device).unwrap()],
-                ..Default::default()
-            },
-            when_full: WhenFull::Block,
-            image: None,
-        };
         let mut pool = SinkPool::start(
-            &[only("a", "cam-a"), only("b", "cam-b")],
+            &[discard_for("a", "cam-a", 1), discard_for("b", "cam-b", 1)],
             Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()),
         )
         .unwrap();
