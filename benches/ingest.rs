@@ -9,6 +9,11 @@
 //! comparison is selected by `native` (every shape) or `native-64x` and the like (one shape);
 //! the plain shape words (`1x`, `64x`, `1000x`) select only the u32le scenarios.
 //!
+//! The native comparison runs each pair twice per round: devices driven by a poller thread per
+//! CPU (`events.rs`: closer to devices on their own machines) and by a blocking thread per
+//! device (`load.rs`, `native.rs`: the generator of the other tables). `FG_BENCH_DEVICES=
+//! pollers` or `threads` keeps one; `FG_BENCH_POLLERS=N` sets the number of pollers.
+//!
 //! A benchmark reports; it does not assert speed. It exits non-zero only when a correctness
 //! check fails (a frame missing, a file missing, a daemon error).
 
@@ -16,6 +21,8 @@
 mod baseline;
 #[path = "ingest/daemon.rs"]
 mod daemon;
+#[path = "ingest/events.rs"]
+mod events;
 #[path = "ingest/idle.rs"]
 mod idle;
 #[path = "ingest/load.rs"]
@@ -35,7 +42,7 @@ use std::process::ExitCode;
 
 use daemon::SinkKind;
 use load::Load;
-use run::{Receiver, Timing};
+use run::{Generator, Receiver, Timing};
 
 /// Where the file sink writes, if it is a tmpfs.
 const TMPFS: &str = "/dev/shm";
@@ -72,6 +79,16 @@ const NATIVE_PAIR: [Receiver; 2] = [
     Receiver::Daemon(SinkKind::Discard),
     Receiver::Native(SinkKind::Discard),
 ];
+
+/// The device generators the native comparison runs: `FG_BENCH_DEVICES=pollers` or
+/// `threads` picks one; by default both, pollers first.
+fn native_generators() -> Vec<Generator> {
+    match std::env::var("FG_BENCH_DEVICES").as_deref() {
+        Ok("pollers") => vec![Generator::Pollers],
+        Ok("threads") => vec![Generator::Threads],
+        _ => vec![Generator::Pollers, Generator::Threads],
+    }
+}
 
 const RECEIVERS: [Receiver; 4] = [
     Receiver::Baseline,
@@ -156,7 +173,8 @@ fn main() -> ExitCode {
         for round in 0..rounds {
             for (i, receiver) in RECEIVERS.iter().enumerate() {
                 run_index += 1;
-                match measure(root.path(), run_index, l, *receiver, round, cpus) {
+                let generator = Generator::Threads;
+                match measure(root.path(), run_index, l, *receiver, generator, round, cpus) {
                     Ok(t) => timings[i].push(t),
                     Err(e) => {
                         failures.push(format!("{} / {}: {e}", scenario.name, receiver.label()))
@@ -171,7 +189,9 @@ fn main() -> ExitCode {
         report::throughput_table(&rows, &RECEIVERS);
     }
 
-    let mut native_rows = Vec::new();
+    let generators = native_generators();
+    // Per generator: its rows.
+    let mut native_rows: Vec<Vec<report::NativeRow>> = vec![Vec::new(); generators.len()];
     for scenario in scenarios(quick).iter().filter(|s| native_selected(s.name)) {
         let l = &scenario.load;
         eprintln!(
@@ -182,29 +202,38 @@ fn main() -> ExitCode {
             l.frame_bytes,
             l.bytes() as f64 / 1e6
         );
-        // Per round: [u32le, native]; the order alternates between rounds.
-        let mut pairs: Vec<[Option<Timing>; 2]> = Vec::new();
+        // Per generator, per round: [u32le, native]. Within a round every generator runs
+        // its pair, so all of them see the same state of a shared machine; the order within
+        // a pair alternates between rounds.
+        let mut pairs: Vec<Vec<[Option<Timing>; 2]>> = vec![Vec::new(); generators.len()];
         for round in 0..rounds {
-            let mut pair = [None, None];
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
-                let receiver = NATIVE_PAIR[i];
-                run_index += 1;
-                match measure(root.path(), run_index, l, receiver, round, cpus) {
-                    Ok(t) => pair[i] = Some(t),
-                    Err(e) => failures.push(format!(
-                        "native vs u32le {} / {}: {e}",
-                        scenario.name,
-                        receiver.label()
-                    )),
+            for (g, generator) in generators.iter().enumerate() {
+                let mut pair = [None, None];
+                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for i in order {
+                    let receiver = NATIVE_PAIR[i];
+                    run_index += 1;
+                    match measure(root.path(), run_index, l, receiver, *generator, round, cpus) {
+                        Ok(t) => pair[i] = Some(t),
+                        Err(e) => failures.push(format!(
+                            "native vs u32le {} / {} / {}: {e}",
+                            scenario.name,
+                            receiver.label(),
+                            generator.label()
+                        )),
+                    }
                 }
+                pairs[g].push(pair);
             }
-            pairs.push(pair);
         }
-        native_rows.push((scenario.name, *l, pairs));
+        for (g, pairs) in pairs.into_iter().enumerate() {
+            native_rows[g].push((scenario.name, *l, pairs));
+        }
     }
-    if !native_rows.is_empty() {
-        report::native_table(&native_rows);
+    for (generator, rows) in generators.iter().zip(&native_rows) {
+        if !rows.is_empty() {
+            report::native_table(*generator, rows);
+        }
     }
 
     if selected("idle") {
@@ -242,13 +271,14 @@ fn measure(
     run_index: usize,
     l: &Load,
     receiver: Receiver,
+    generator: Generator,
     round: usize,
     cpus: usize,
 ) -> Result<Timing, String> {
     let dir = root.join(format!("run-{run_index}"));
     let result = fs::create_dir(&dir)
         .map_err(|e| format!("creating {}: {e}", dir.display()))
-        .and_then(|()| run::once(l, receiver, &dir));
+        .and_then(|()| run::once(l, receiver, generator, &dir));
     // Free the tmpfs memory before the next run.
     let _ = fs::remove_dir_all(&dir);
     match &result {
@@ -261,8 +291,12 @@ fn measure(
                 Receiver::Native(_) => "last ACK",
                 _ => "last EOF",
             };
+            let devices = match generator {
+                Generator::Threads => "",
+                Generator::Pollers => " (pollers)",
+            };
             eprintln!(
-                "  round {} {:<28} {:>8.1} MB/s  ({last} {:>7.1} ms, done {:>7.1} ms; receiver CPU {cores:.2} cores{event_loop})",
+                "  round {}{devices} {:<28} {:>8.1} MB/s  ({last} {:>7.1} ms, done {:>7.1} ms; receiver CPU {cores:.2} cores{event_loop})",
                 round + 1,
                 receiver.label(),
                 report::mb_per_s(l.bytes(), t.total),

@@ -166,27 +166,42 @@ pub fn run_devices<S, D>(
 where
     D: Fn(usize, &Gate) -> Result<Option<Instant>, String> + Send + Sync + 'static,
 {
+    run_threads(load.connections, "device", settle, sample, device)
+}
+
+/// [`run_devices`] with `count` threads named `{name}-N`, whatever the load's connection
+/// count: each thread may drive several connections (see `events.rs`).
+pub fn run_threads<S, D>(
+    count: usize,
+    name: &str,
+    settle: impl FnOnce(),
+    sample: impl Fn() -> S,
+    device: D,
+) -> Outcome<S>
+where
+    D: Fn(usize, &Gate) -> Result<Option<Instant>, String> + Send + Sync + 'static,
+{
     let device = Arc::new(device);
     let gate = Arc::new(Gate::new());
-    let mut devices = Vec::with_capacity(load.connections);
+    let mut devices = Vec::with_capacity(count);
     let mut failures = Vec::new();
-    for i in 0..load.connections {
+    for i in 0..count {
         let (device, gate) = (device.clone(), gate.clone());
         let spawned = thread::Builder::new()
-            .name(format!("device-{i}"))
+            .name(format!("{name}-{i}"))
             .stack_size(DEVICE_STACK)
             .spawn(move || device(i, &gate));
         match spawned {
             Ok(handle) => devices.push(handle),
             Err(e) => {
-                failures.push(format!("cannot start device thread {i}: {e}"));
+                failures.push(format!("cannot start {name} thread {i}: {e}"));
                 break;
             }
         }
     }
     if failures.is_empty() && !gate.all_arrived(devices.len()) {
         failures.push(format!(
-            "not every device thread reported within {READY_TIMEOUT:?}"
+            "not every {name} thread reported within {READY_TIMEOUT:?}"
         ));
     }
     if failures.is_empty() {
@@ -206,8 +221,8 @@ where
         match handle.join() {
             Ok(Ok(Some(at))) => finished = finished.max(at),
             Ok(Ok(None)) => {} // the run was called off; the reason is already recorded
-            Ok(Err(e)) => failures.push(format!("device {i}: {e}")),
-            Err(_) => failures.push(format!("device {i}: thread panicked")),
+            Ok(Err(e)) => failures.push(format!("{name} {i}: {e}")),
+            Err(_) => failures.push(format!("{name} {i}: thread panicked")),
         }
     }
     let at_end = sample();

@@ -44,19 +44,21 @@ pub fn run<S>(
 }
 
 /// One device's connection and its reading side.
-struct Session {
-    stream: TcpStream,
-    decoder: MessageDecoder,
+pub struct Session {
+    /// The connection (blocking, TCP_NODELAY).
+    pub stream: TcpStream,
+    /// Decodes what the server sends.
+    pub decoder: MessageDecoder,
     buf: Vec<u8>,
     pos: usize,
     len: usize,
     /// WELCOME's `max_in_flight`.
-    window: u64,
+    pub window: u64,
 }
 
 impl Session {
     /// Connects and opens the session (HELLO, WELCOME).
-    fn open(addr: SocketAddr, device: String) -> Result<Session, String> {
+    pub fn open(addr: SocketAddr, device: String) -> Result<Session, String> {
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
             .map_err(|e| format!("connect to {addr}: {e}"))?;
         let setup = |r: io::Result<()>| r.map_err(|e| format!("socket setup: {e}"));
@@ -133,37 +135,58 @@ impl Session {
     /// segment to fill it (MSG_MORE), as it coalesces u32le's writes without TCP_NODELAY.
     fn send_frame(&mut self, header: &[u8], payload: &[u8], more: bool) -> io::Result<()> {
         let total = header.len() + payload.len();
-        let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
         let mut done = 0;
         while done < total {
-            let parts = if done < header.len() {
-                [IoSlice::new(&header[done..]), IoSlice::new(payload)]
-            } else {
-                [
-                    IoSlice::new(&payload[done - header.len()..]),
-                    IoSlice::new(&[]),
-                ]
-            };
-            // SAFETY: the msghdr points at `parts`, which outlive the call; IoSlice has the
-            // layout of iovec.
-            let written = unsafe {
-                let mut msg: libc::msghdr = std::mem::zeroed();
-                msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
-                msg.msg_iovlen = parts.len();
-                libc::sendmsg(self.stream.as_raw_fd(), &msg, flags)
-            };
-            match written {
-                0 => return Err(io::ErrorKind::WriteZero.into()),
-                n if n > 0 => done += n as usize,
-                _ => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
+            match send_frame_part(self.stream.as_raw_fd(), header, payload, done, more) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())
+    }
+
+    /// Gives up the session's connection; nothing must be left unread (true right after
+    /// [`Session::open`]: the server sends nothing unasked).
+    pub fn into_parts(self) -> Result<(TcpStream, MessageDecoder, u64), String> {
+        if self.pos < self.len {
+            return Err("the server sent more than WELCOME".into());
+        }
+        Ok((self.stream, self.decoder, self.window))
+    }
+}
+
+/// One `sendmsg` of a FRAME's bytes from offset `done` on (of `header` then `payload`):
+/// how many it took. `more` sets MSG_MORE (another FRAME follows at once).
+pub fn send_frame_part(
+    fd: std::os::fd::RawFd,
+    header: &[u8],
+    payload: &[u8],
+    done: usize,
+    more: bool,
+) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    let parts = if done < header.len() {
+        [IoSlice::new(&header[done..]), IoSlice::new(payload)]
+    } else {
+        [
+            IoSlice::new(&payload[done - header.len()..]),
+            IoSlice::new(&[]),
+        ]
+    };
+    // SAFETY: the msghdr points at `parts`, which outlive the call; IoSlice has the layout of
+    // iovec.
+    let written = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = parts.len();
+        libc::sendmsg(fd, &msg, flags)
+    };
+    if written < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(written as usize)
     }
 }
 

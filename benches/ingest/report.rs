@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::daemon::SinkKind;
 use super::idle::{IdleResult, RSS_TARGET};
 use super::load::Load;
-use super::run::{Receiver, Timing};
+use super::run::{Generator, Receiver, Timing};
 
 /// The target: `discard` reaches this share of the baseline's MB/s.
 const DISCARD_TARGET: f64 = 0.85;
@@ -63,16 +63,19 @@ const NATIVE_TARGET: f64 = 0.90;
 pub type NativeRow<'a> = (&'a str, Load, Vec<[Option<Timing>; 2]>);
 
 /// Prints the native-vs-u32le table (medians over rounds) and the per-round ratios.
-pub fn native_table(rows: &[NativeRow]) {
+pub fn native_table(generator: Generator, rows: &[NativeRow]) {
     let window = std::env::var("FG_BENCH_MAX_IN_FLIGHT")
         .ok()
         .filter(|n| !n.is_empty())
         .map_or("16, the default".to_string(), |n| {
             format!("{n}, set by FG_BENCH_MAX_IN_FLIGHT")
         });
-    println!("## Native protocol with ACKs vs u32le, both into `discard`");
+    println!(
+        "## Native protocol with ACKs vs u32le, both into `discard`; devices: {}",
+        generator.label()
+    );
     println!();
-    println!("Same payload, connections and frames per connection; rounds interleaved, the order alternating. MB/s = payload bytes / (start until the daemon exited after SIGTERM). \"device clock\": until the last device saw EOF (u32le) or its last ACK (native: every frame committed and recorded). Native devices do HELLO/WELCOME before the clock starts and keep WELCOME's max_in_flight ({window}) frames unanswered.");
+    println!("Same payload, connections, frames per connection and device generator; rounds interleaved, the order alternating. MB/s = payload bytes / (start until the daemon exited after SIGTERM). \"device clock\": until the last device saw EOF (u32le) or its last ACK (native: every frame committed and recorded). Native devices do HELLO/WELCOME before the clock starts and keep WELCOME's max_in_flight ({window}) frames unanswered.");
     println!();
     println!("| scenario | listener | frames/s | MB/s (median) | MB/s (min–max) | device-clock MB/s | native / u32le | target (≥ 90%) | loop busy | daemon CPU s/GB | generator CPU s/GB |");
     println!("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::baseline::Reader;
 use super::daemon::{Daemon, Framing, SinkKind};
+use super::events::{self, Wire};
 use super::load::{self, Load};
 use super::native;
 use super::system;
@@ -76,13 +77,38 @@ pub struct DaemonCpu {
     pub event_loop: f64,
 }
 
-/// Runs `load` once into `receiver`; `dir` is an empty directory for the daemon's files.
-/// An error means a correctness check failed, not a slow run.
-pub fn once(load: &Load, receiver: Receiver, dir: &Path) -> Result<Timing, String> {
+/// How the devices are driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generator {
+    /// A blocking thread per device (`load.rs`, `native.rs`).
+    Threads,
+    /// A few threads polling non-blocking devices (`events.rs`).
+    Pollers,
+}
+
+impl Generator {
+    /// Short label for tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Generator::Threads => "a thread per device",
+            Generator::Pollers => "a poller thread per CPU",
+        }
+    }
+}
+
+/// Runs `load` once into `receiver`, its devices driven by `generator`; `dir` is an empty
+/// directory for the daemon's files. An error means a correctness check failed, not a slow
+/// run.
+pub fn once(
+    load: &Load,
+    receiver: Receiver,
+    generator: Generator,
+    dir: &Path,
+) -> Result<Timing, String> {
     match receiver {
         Receiver::Baseline => baseline(load),
-        Receiver::Daemon(sink) => daemon(load, sink, Framing::U32Le, dir),
-        Receiver::Native(sink) => daemon(load, sink, Framing::Native, dir),
+        Receiver::Daemon(sink) => daemon(load, sink, Framing::U32Le, generator, dir),
+        Receiver::Native(sink) => daemon(load, sink, Framing::Native, generator, dir),
     }
 }
 
@@ -120,7 +146,13 @@ fn baseline(load: &Load) -> Result<Timing, String> {
     })
 }
 
-fn daemon(load: &Load, sink: SinkKind, framing: Framing, dir: &Path) -> Result<Timing, String> {
+fn daemon(
+    load: &Load,
+    sink: SinkKind,
+    framing: Framing,
+    generator: Generator,
+    dir: &Path,
+) -> Result<Timing, String> {
     let daemon = Daemon::start_with(dir, sink, framing)?;
     let pid = daemon.pid();
     let fds_idle = system::open_fds(pid).unwrap_or(0);
@@ -132,9 +164,15 @@ fn daemon(load: &Load, sink: SinkKind, framing: Framing, dir: &Path) -> Result<T
         daemon: system::process_cpu_ns(pid),
         generator: system::own_process_cpu_ns(),
     };
-    let outcome = match framing {
-        Framing::U32Le => load::run(daemon.addr, load, settle, sample),
-        Framing::Native => native::run(daemon.addr, load, settle, sample),
+    let outcome = match (generator, framing) {
+        (Generator::Threads, Framing::U32Le) => load::run(daemon.addr, load, settle, sample),
+        (Generator::Threads, Framing::Native) => native::run(daemon.addr, load, settle, sample),
+        (Generator::Pollers, Framing::U32Le) => {
+            events::run(daemon.addr, load, Wire::U32Le, settle, sample)
+        }
+        (Generator::Pollers, Framing::Native) => {
+            events::run(daemon.addr, load, Wire::Native, settle, sample)
+        }
     };
     let (a, b) = (&outcome.at_start, &outcome.at_end);
     let daemon_ns = b
