@@ -4,6 +4,7 @@
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use image::ImageFormat;
@@ -59,7 +60,24 @@ pub struct NativeDevices {
     /// Frames in the sinks, by device and number, with the connections waiting for their ACK:
     /// a frame resent on a new connection while the first copy is still being committed
     /// waits for that copy instead of being stored twice.
-    pub in_flight: HashMap<(Arc<str>, u64), Vec<usize>>,
+    pub in_flight: HashMap<(Arc<str>, u64), Waiting>,
+}
+
+/// The connections waiting for one native frame's commit: the one that sent it, and any that
+/// resent it meanwhile (rare: `resent` stays empty and unallocated).
+#[derive(Debug)]
+pub struct Waiting {
+    /// The connection the frame came in on.
+    pub sender: usize,
+    /// Connections that sent it again while it was in the sinks.
+    pub resent: Vec<usize>,
+}
+
+impl Waiting {
+    /// Every waiting connection, the sender first.
+    pub fn connections(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.sender).chain(self.resent.iter().copied())
+    }
 }
 
 impl Directory for NativeDevices {
@@ -127,12 +145,18 @@ impl Intake {
         let Origin::Native(device, header) = frame.origin else {
             unreachable!("called for native frames only");
         };
-        let key = (device.clone(), header.seq);
-        if let Some(waiting) = self.native.in_flight.get_mut(&key) {
-            waiting.push(peer.conn);
-            return;
+        match self.native.in_flight.entry((device.clone(), header.seq)) {
+            Entry::Occupied(mut waiting) => {
+                waiting.get_mut().resent.push(peer.conn);
+                return;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(Waiting {
+                    sender: peer.conn,
+                    resent: Vec::new(),
+                });
+            }
         }
-        self.native.in_flight.insert(key, vec![peer.conn]);
         self.devices.frame(&device, frame.payload.len(), frame.at);
         self.submit(Arc::new(Frame {
             listener: peer.listener_name.clone(),

@@ -26,7 +26,7 @@ use super::connection::{Admit, Closed, Connection, Origin, Peer, Pumped};
 use super::http::transcode::Transcoded;
 use super::http::{self as web, HttpFront};
 use super::imagezmq::{Converted, Converter};
-use super::intake::{Intake, NativeDevices};
+use super::intake::{Intake, NativeDevices, Waiting};
 use super::native::Limits;
 use super::ratelimit::{LineLimiter, Verdict};
 use super::{activation, control, limits, listener, reload};
@@ -758,24 +758,36 @@ impl Server {
             .native
             .in_flight
             .remove(&(frame.device.clone(), seq))
-            .unwrap_or_else(|| vec![origin.reply_to]);
+            .unwrap_or(Waiting {
+                sender: origin.reply_to,
+                resent: Vec::new(),
+            });
         match failure {
             None => {
                 // Known at once (a resend is recognised), ACKed once it is on disk.
                 self.intake.native.committed.record(&frame.device, seq);
-                let pending = waiting
-                    .iter()
-                    .map(|&token| (frame.device.clone(), seq, token));
                 match recorded {
-                    Some(result) => self.acknowledge(pending.collect(), result),
-                    None => self.to_record.extend(pending),
+                    // The sink's worker recorded it: ACK now, without a batch of one.
+                    Some(result) => {
+                        if let Err(e) = result {
+                            log_unrecorded(1, &e);
+                        }
+                        for token in waiting.connections() {
+                            self.answer(Token(token), seq, Ok(()));
+                        }
+                    }
+                    None => self.to_record.extend(
+                        waiting
+                            .connections()
+                            .map(|token| (frame.device.clone(), seq, token)),
+                    ),
                 }
             }
             // Left unanswered: the goodbye NACKs it "shutting down", so the device resends.
             Some(_) if self.aborted => {}
             Some(why) => {
                 self.intake.devices.error(&frame.device);
-                for token in waiting {
+                for token in waiting.connections() {
                     self.answer(Token(token), seq, Err(why.clone()));
                 }
             }
@@ -827,10 +839,7 @@ impl Server {
     /// only a resend after a restart could then store one twice.
     fn acknowledge(&mut self, batch: Vec<Pending>, result: Result<(), StoreError>) {
         if let Err(e) = result {
-            error!(
-                "cannot record {} committed native frame(s), a resend after a restart could store them twice: {e}",
-                batch.len()
-            );
+            log_unrecorded(batch.len(), &e);
         }
         for (_, seq, token) in batch {
             self.answer(Token(token), seq, Ok(()));
@@ -1412,6 +1421,15 @@ impl Server {
         }
         info!("framegate stopped");
     }
+}
+
+/// Says that `count` committed native frames could not be recorded in `committed.log`. They
+/// are ACKed anyway (they are stored; a NACK would only make the device send them again), so
+/// the operator learns what is at stake: a resend after a restart could store them twice.
+fn log_unrecorded(count: usize, e: &StoreError) {
+    error!(
+        "cannot record {count} committed native frame(s), a resend after a restart could store them twice: {e}"
+    );
 }
 
 /// The hooks of HTTP connections ([`HttpFront`]): each lends it the parts of the loop it needs.
