@@ -80,6 +80,7 @@ pub fn native_table(generator: Generator, rows: &[NativeRow]) {
     println!("| scenario | listener | frames/s | MB/s (median) | MB/s (min–max) | device-clock MB/s | native / u32le | target (≥ 90%) | loop busy | daemon CPU s/GB | generator CPU s/GB |");
     println!("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|");
     for (name, load, pairs) in rows {
+        let name = format!("{name} ({} frames/conn)", load.frames_per_connection);
         let runs = |i: usize| -> Vec<Timing> { pairs.iter().filter_map(|p| p[i]).collect() };
         let (u32le, native) = (runs(0), runs(1));
         let speed = |runs: &[Timing]| median_mb_s(load, runs, |t| t.total);
