@@ -4,7 +4,8 @@
 //! docs/BENCHMARKS.md.
 //!
 //! Options: `FG_BENCH_QUICK=1` (a tenth of the data, one round: a smoke run),
-//! `FG_BENCH_ROUNDS=N` (rounds per scenario, default 5), and filter words after `--`
+//! `FG_BENCH_ROUNDS=N` (rounds per scenario, default 5), `FG_BENCH_FRAMEGATE=PATH` (another
+//! build of the daemon, for A/B runs), and filter words after `--`
 //! (`cargo bench --bench ingest -- 64x idle`) that select scenarios by substring. The native
 //! comparison is selected by `native` (every shape) or `native-64x` and the like (one shape);
 //! the plain shape words (`1x`, `64x`, `1000x`) select only the u32le scenarios.

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod frame;
 pub mod framing;
+pub mod heap;
 pub mod http;
 pub mod identity;
 pub mod logging;

@@ -153,7 +153,14 @@ impl Daemon {
         let config_path: PathBuf = dir.join("framegate.toml");
         fs::write(&config_path, config)
             .map_err(|e| format!("writing {}: {e}", config_path.display()))?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_framegate"))
+        // FG_BENCH_FRAMEGATE runs another build (an A/B comparison of two commits).
+        let binary = std::env::var_os("FG_BENCH_FRAMEGATE")
+            .filter(|b| !b.is_empty())
+            .map_or_else(
+                || PathBuf::from(env!("CARGO_BIN_EXE_framegate")),
+                PathBuf::from,
+            );
+        let mut child = Command::new(binary)
             .arg("run")
             .arg("--config")
             .arg(&config_path)

@@ -33,6 +33,7 @@ use super::{activation, control, limits, listener, reload};
 use crate::config::{Config, ListenerConfig};
 use crate::frame::Frame;
 use crate::framing::{DecodeError, Decoder, Framing};
+use crate::heap;
 use crate::identity::committed::{Committed, Pending, Recorder};
 use crate::identity::{canonical, DeviceNames, Reservations, SequenceStore, Sequences, StoreError};
 use crate::notify::Notifier;
@@ -120,6 +121,8 @@ pub struct Server {
     draining: bool,
     /// When the sweep next does its slower housekeeping.
     next_tidy: Instant,
+    /// A frame finished since free memory was last given back ([`heap::release_free`]).
+    heap_used: bool,
     /// Keeps one failing device from drowning the log.
     log_limiter: LineLimiter,
     started: Instant,
@@ -169,6 +172,11 @@ impl Server {
             ),
             Ok(_) => {}
             Err(e) => warn!("cannot raise the open-file limit: {e}"),
+        }
+        if !heap::tune() {
+            warn!(
+                "the C allocator refused framegate's settings; frames will cost more page faults"
+            );
         }
         let store = SequenceStore::open(&config.state_dir).map_err(|e| StartError(e.0))?;
         let sequences = Sequences::new(store.marks());
@@ -351,6 +359,7 @@ impl Server {
             log_limiter: LineLimiter::new(config.device_lines_per_minute),
             draining: false,
             next_tidy: Instant::now() + STATUS_EVERY,
+            heap_used: false,
             started: Instant::now(),
             converter,
             recorder: Some(recorder),
@@ -727,6 +736,7 @@ impl Server {
         failure: Option<String>,
         recorded: Option<Result<(), StoreError>>,
     ) {
+        self.heap_used = true;
         let key = Arc::as_ptr(frame) as usize;
         // The live view and MJPEG viewers get every frame, whatever its framing; without an
         // HTTP listener there is nobody to show it to, and no memory is spent on it.
@@ -967,6 +977,12 @@ impl Server {
             // Housekeeping that need not run every sweep: forget quiet devices' log windows.
             self.next_tidy = now + STATUS_EVERY;
             self.log_limiter.forget_quiet(now);
+            // Frames passed since the last look and none is in the daemon now: give the
+            // buffers they left free back to the kernel (see `heap`).
+            if self.heap_used && self.intake.pool.in_flight() == 0 && self.stalled.is_empty() {
+                self.heap_used = false;
+                heap::release_free();
+            }
         }
         self.tell_systemd(now);
         self.sweep_http(now);
