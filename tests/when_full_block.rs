@@ -1,6 +1,7 @@
 //! `when_full = "block"` with a slow hook: the daemon stops reading the device instead of
 //! buffering, so its memory stays bounded while far more data than that is sent, and every
-//! frame still reaches the hook.
+//! frame still reaches the hook. And the memory a burst used goes back to the kernel once
+//! traffic pauses.
 
 mod common;
 
@@ -88,5 +89,80 @@ when_full = "block"
         (1..=FRAMES as u64).collect::<Vec<_>>(),
         "every frame, once"
     );
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+/// Frame buffers the daemon keeps for reuse while frames flow (see `framegate::heap`) go back
+/// to the kernel once traffic pauses: after a burst that a slow hook queued up, the resident
+/// size falls back without any new traffic.
+#[test]
+fn memory_a_burst_left_free_goes_back_once_traffic_pauses() {
+    const FRAMES: usize = 40;
+    const FRAME_BYTES: usize = 1 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    hook_script(
+        dir,
+        "slow.sh",
+        "sleep 0.02\necho \"$FRAMEGATE_SEQ\" >> \"$(dirname \"$0\")/seen\"\n",
+    );
+    let mut d = Daemon::start_in(
+        dir,
+        &[
+            listener("lan", "u32le", "max_frame_bytes = \"2MiB\""),
+            r#"
+[[sink]]
+name = "slow"
+type = "exec"
+command = ["@DIR@/slow.sh"]
+input = "none"
+concurrency = 1
+queue_capacity = 64
+"#
+            .into(),
+        ]
+        .concat(),
+    );
+    let pid = d.pid();
+    let baseline = memory_kib(pid, "VmRSS:");
+    let bytes = encode(
+        Wire::U32Le,
+        &frames(12, FRAMES, FRAME_BYTES - 1000, FRAME_BYTES),
+    );
+    let stream = connect(d.addr("lan"));
+    let sender = std::thread::spawn(move || send_and_finish(stream, &bytes));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut peak = baseline;
+    loop {
+        peak = peak.max(memory_kib(pid, "VmRSS:"));
+        let seen = std::fs::read_to_string(dir.join("seen")).map_or(0, |s| s.lines().count());
+        if seen == FRAMES {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} of {FRAMES} frames reached the hook"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sender.join().unwrap();
+    let grew = peak.saturating_sub(baseline);
+    // The queue held most of the 40 MiB at once; far less would not show a release.
+    assert!(grew > 16 * 1024, "the burst raised RSS by only {grew} KiB");
+    // The loop looks every 5 s; allow three looks.
+    let deadline = Instant::now() + Duration::from_secs(16);
+    let settled = loop {
+        let now = memory_kib(pid, "VmRSS:");
+        if now <= baseline + grew / 4 {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "RSS still {now} KiB, {} KiB above the {baseline} KiB before a burst that peaked at {peak} KiB",
+            now - baseline
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("RSS: {baseline} KiB before, {peak} KiB at the peak, {settled} KiB after the pause");
     assert_eq!(d.terminate().code(), Some(0));
 }
