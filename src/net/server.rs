@@ -121,7 +121,8 @@ pub struct Server {
     draining: bool,
     /// When the sweep next does its slower housekeeping.
     next_tidy: Instant,
-    /// A frame finished since free memory was last given back ([`heap::release_free`]).
+    /// A frame finished or a connection closed since free memory was last given back
+    /// ([`heap::release_free`]).
     heap_used: bool,
     /// Keeps one failing device from drowning the log.
     log_limiter: LineLimiter,
@@ -886,6 +887,8 @@ impl Server {
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
         };
+        // Its buffers are free now: worth giving back once the loop is quiet.
+        self.heap_used = true;
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let listener = conn.peer.listener_name.to_string();
         let (addr, device) = (conn.peer.addr, conn.peer.device.clone());
@@ -977,8 +980,9 @@ impl Server {
             // Housekeeping that need not run every sweep: forget quiet devices' log windows.
             self.next_tidy = now + STATUS_EVERY;
             self.log_limiter.forget_quiet(now);
-            // Frames passed since the last look and none is in the daemon now: give the
-            // buffers they left free back to the kernel (see `heap`).
+            // Frames passed or connections closed since the last look, and no frame is in
+            // the daemon now: give the buffers they left free back to the kernel (see
+            // `heap`).
             if self.heap_used && self.intake.pool.in_flight() == 0 && self.stalled.is_empty() {
                 self.heap_used = false;
                 heap::release_free();
