@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,38 +20,40 @@ fn memory_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-#[test]
-fn a_slow_hook_holds_devices_back_and_memory_stays_bounded() {
-    const FRAMES: usize = 60;
-    const FRAME_BYTES: usize = 1 << 20;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// The frames both tests send: about 1 MiB each.
+const FRAME_BYTES: usize = 1 << 20;
+
+/// A daemon in `dir` with a u32le listener `lan` (frames up to 2 MiB) and one exec sink `slow`
+/// whose hook sleeps `sleep` seconds, then appends the frame's seq to `dir/seen`; `queue` is
+/// the rest of the sink's settings.
+fn slow_hook_daemon(dir: &Path, sleep: &str, queue: &str) -> Daemon {
     hook_script(
         dir,
         "slow.sh",
-        "sleep 0.05\necho \"$FRAMEGATE_SEQ\" >> \"$(dirname \"$0\")/seen\"\n",
+        &format!("sleep {sleep}\necho \"$FRAMEGATE_SEQ\" >> \"$(dirname \"$0\")/seen\"\n"),
     );
-    let mut d = Daemon::start_in(
-        dir,
-        &[
-            listener("lan", "u32le", "max_frame_bytes = \"2MiB\""),
-            r#"
+    let sink = format!(
+        r#"
 [[sink]]
 name = "slow"
 type = "exec"
 command = ["@DIR@/slow.sh"]
 input = "none"
 concurrency = 1
-queue_capacity = 4
-when_full = "block"
+{queue}
 "#
-            .into(),
-        ]
-        .concat(),
     );
+    Daemon::start_in(
+        dir,
+        &[listener("lan", "u32le", "max_frame_bytes = \"2MiB\""), sink].concat(),
+    )
+}
+
+/// Sends `count` frames (seeded by `seed`) on one connection and waits, at most 120 s, until
+/// the hook saw them all. Returns the bytes sent and the highest VmRSS sampled meanwhile.
+fn send_through_hook(d: &Daemon, dir: &Path, seed: u64, count: usize) -> (usize, u64) {
     let pid = d.pid();
-    let baseline = memory_kib(pid, "VmRSS:");
-    let sent = frames(11, FRAMES, FRAME_BYTES - 1000, FRAME_BYTES);
+    let sent = frames(seed, count, FRAME_BYTES - 1000, FRAME_BYTES);
     let total: usize = sent.iter().map(Vec::len).sum();
     let bytes = encode(Wire::U32Le, &sent);
     let stream = connect(d.addr("lan"));
@@ -60,16 +63,28 @@ when_full = "block"
     loop {
         peak_sampled = peak_sampled.max(memory_kib(pid, "VmRSS:"));
         let seen = std::fs::read_to_string(dir.join("seen")).map_or(0, |s| s.lines().count());
-        if seen == FRAMES {
+        if seen == count {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "only {seen} of {FRAMES} frames reached the hook"
+            "only {seen} of {count} frames reached the hook"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
     sender.join().unwrap();
+    (total, peak_sampled)
+}
+
+#[test]
+fn a_slow_hook_holds_devices_back_and_memory_stays_bounded() {
+    const FRAMES: usize = 60;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut d = slow_hook_daemon(dir, "0.05", "queue_capacity = 4\nwhen_full = \"block\"");
+    let pid = d.pid();
+    let baseline = memory_kib(pid, "VmRSS:");
+    let (total, peak_sampled) = send_through_hook(&d, dir, 11, FRAMES);
     let peak = memory_kib(pid, "VmHWM:").max(peak_sampled);
     let grew_mib = (peak.saturating_sub(baseline)) as f64 / 1024.0;
     let sent_mib = total as f64 / (1 << 20) as f64;
@@ -98,54 +113,13 @@ when_full = "block"
 #[test]
 fn memory_a_burst_left_free_goes_back_once_traffic_pauses() {
     const FRAMES: usize = 40;
-    const FRAME_BYTES: usize = 1 << 20;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    hook_script(
-        dir,
-        "slow.sh",
-        "sleep 0.02\necho \"$FRAMEGATE_SEQ\" >> \"$(dirname \"$0\")/seen\"\n",
-    );
-    let mut d = Daemon::start_in(
-        dir,
-        &[
-            listener("lan", "u32le", "max_frame_bytes = \"2MiB\""),
-            r#"
-[[sink]]
-name = "slow"
-type = "exec"
-command = ["@DIR@/slow.sh"]
-input = "none"
-concurrency = 1
-queue_capacity = 64
-"#
-            .into(),
-        ]
-        .concat(),
-    );
+    let mut d = slow_hook_daemon(dir, "0.02", "queue_capacity = 64");
     let pid = d.pid();
     let baseline = memory_kib(pid, "VmRSS:");
-    let bytes = encode(
-        Wire::U32Le,
-        &frames(12, FRAMES, FRAME_BYTES - 1000, FRAME_BYTES),
-    );
-    let stream = connect(d.addr("lan"));
-    let sender = std::thread::spawn(move || send_and_finish(stream, &bytes));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut peak = baseline;
-    loop {
-        peak = peak.max(memory_kib(pid, "VmRSS:"));
-        let seen = std::fs::read_to_string(dir.join("seen")).map_or(0, |s| s.lines().count());
-        if seen == FRAMES {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {seen} of {FRAMES} frames reached the hook"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    sender.join().unwrap();
+    let (_, peak_sampled) = send_through_hook(&d, dir, 12, FRAMES);
+    let peak = peak_sampled.max(baseline);
     let grew = peak.saturating_sub(baseline);
     // The queue held most of the 40 MiB at once; far less would not show a release.
     assert!(grew > 16 * 1024, "the burst raised RSS by only {grew} KiB");
