@@ -24,10 +24,10 @@ use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Token};
 
 use framegate::protocol::wire::checksum;
-use framegate::protocol::{ContentType, Decoded, FrameHeader, Message, MessageDecoder};
+use framegate::protocol::{Decoded, Message, MessageDecoder};
 
 use super::load::{self, Gate, Load, Outcome, CONNECT_TIMEOUT, IO_TIMEOUT};
-use super::native::{send_frame_part, Session};
+use super::native::{encode_frame_header, send_frame_part, Session};
 
 /// Which framing the devices speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,15 +341,7 @@ impl Device {
         // Then as many frames as the window and the socket take.
         while !header.is_empty() || (*in_flight < *window && *next <= plan.frames) {
             if header.is_empty() {
-                Message::Frame(FrameHeader {
-                    seq: *next,
-                    captured_us: 0,
-                    content_type: ContentType::Jpeg,
-                    meta: Vec::new(),
-                    payload_len: payload.len() as u32,
-                    crc32c: plan.crc,
-                })
-                .encode(header);
+                encode_frame_header(header, *next, payload.len() as u32, plan.crc);
                 *sent = 0;
             }
             // More follow at once unless this one fills the window or is the last.

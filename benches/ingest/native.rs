@@ -157,6 +157,20 @@ impl Session {
     }
 }
 
+/// Appends the bytes of a bench FRAME that precede its payload: seq `seq`, a JPEG of
+/// `payload_len` bytes with CRC-32C `crc`, no capture time, no metadata.
+pub fn encode_frame_header(out: &mut Vec<u8>, seq: u64, payload_len: u32, crc: u32) {
+    Message::Frame(FrameHeader {
+        seq,
+        captured_us: 0,
+        content_type: ContentType::Jpeg,
+        meta: Vec::new(),
+        payload_len,
+        crc32c: crc,
+    })
+    .encode(out);
+}
+
 /// One `sendmsg` of a FRAME's bytes from offset `done` on (of `header` then `payload`):
 /// how many it took. `more` sets MSG_MORE (another FRAME follows at once).
 pub fn send_frame_part(
@@ -215,15 +229,7 @@ fn device(
             // More follow at once unless this one fills the window or is the last.
             let more = in_flight + 1 < session.window && next < frames;
             header.clear();
-            Message::Frame(FrameHeader {
-                seq: next,
-                captured_us: 0,
-                content_type: ContentType::Jpeg,
-                meta: Vec::new(),
-                payload_len,
-                crc32c: crc,
-            })
-            .encode(&mut header);
+            encode_frame_header(&mut header, next, payload_len, crc);
             session
                 .send_frame(&header, payload, more)
                 .map_err(|e| format!("write frame {next}: {e}"))?;
