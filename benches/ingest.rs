@@ -99,7 +99,10 @@ fn native_scenarios(quick: bool) -> Vec<Scenario> {
             shapes.push(s);
             continue;
         }
+        // Which shapes are short depends on FG_BENCH_MAX_IN_FLIGHT.
         let first_window = match s.name {
+            "1x200KB" => "1x200KB-first-window",
+            "64x50KB" => "64x50KB-first-window",
             "1000x20KB" => "1000x20KB-first-window",
             other => panic!("no first-window name for the shape {other}"),
         };
