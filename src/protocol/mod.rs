@@ -4,7 +4,6 @@
 //! is a device's side of a session (sans-IO), as the forward sink speaks it.
 
 pub mod client;
-pub mod crc;
 pub mod decoder;
 pub mod wire;
 

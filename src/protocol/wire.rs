@@ -449,5 +449,5 @@ pub fn verify_auth_tag(secret: &[u8], nonce: &[u8; NONCE_LEN], device: &str, tag
 
 /// CRC-32C of a payload, as FRAME carries it.
 pub fn checksum(payload: &[u8]) -> u32 {
-    super::crc::crc32c(payload)
+    crc32c::crc32c(payload)
 }
