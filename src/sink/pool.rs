@@ -529,7 +529,7 @@ fn work(
         let job = if held.is_empty() {
             queue.pop()
         } else {
-            queue.try_pop()
+            queue.take_oldest()
         };
         let Some(job) = job else {
             if held.is_empty() {

@@ -89,12 +89,9 @@ impl<T> WorkQueue<T> {
         }
     }
 
-    /// The next item if one is queued, without waiting (also `None` when closed).
-    pub fn try_pop(&self) -> Option<T> {
-        self.lock().items.pop_front()
-    }
-
-    /// Takes the oldest item no worker has taken yet (`when_full = "drop_oldest"`).
+    /// Takes the oldest item no worker has taken yet, without waiting: `None` when none is
+    /// queued, also once closed (`when_full = "drop_oldest"`, and a worker that holds commits
+    /// while more frames are queued).
     pub fn take_oldest(&self) -> Option<T> {
         self.lock().items.pop_front()
     }
@@ -158,8 +155,8 @@ mod tests {
         queue.push_batch(&mut vec!["a", "b"]);
         queue.close();
         assert_eq!(queue.pop(), Some("a"));
-        assert_eq!(queue.try_pop(), Some("b"));
-        assert_eq!(queue.try_pop(), None);
+        assert_eq!(queue.take_oldest(), Some("b"));
+        assert_eq!(queue.take_oldest(), None);
         assert_eq!(queue.pop(), None);
     }
 }
