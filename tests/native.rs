@@ -84,6 +84,18 @@ impl Client {
     }
 }
 
+/// Asserts that `reply` NACKs frame `seq` for `reason`; returns the NACK's text.
+fn expect_nack(reply: Option<Message>, seq: u64, reason: Reason) -> String {
+    match reply {
+        Some(Message::Nack {
+            seq: got_seq,
+            reason: got_reason,
+            text,
+        }) if got_seq == seq && got_reason == reason => text,
+        other => panic!("expected NACK #{seq} ({reason:?}), got {other:?}"),
+    }
+}
+
 fn daemon() -> Daemon {
     Daemon::start(
         &[
@@ -148,23 +160,9 @@ fn frames_are_acked_after_they_are_stored_and_duplicates_are_not_stored_twice() 
         crc32c: checksum(&header_for_bad_crc) ^ 1,
     };
     c.send(Message::Frame(header), &header_for_bad_crc);
-    assert!(matches!(
-        c.recv(),
-        Some(Message::Nack {
-            seq: 6,
-            reason: Reason::ChecksumMismatch,
-            ..
-        })
-    ));
+    expect_nack(c.recv(), 6, Reason::ChecksumMismatch);
     c.frame(7, &jpeg(201, 150_000));
-    assert!(matches!(
-        c.recv(),
-        Some(Message::Nack {
-            seq: 7,
-            reason: Reason::TooLarge,
-            ..
-        })
-    ));
+    expect_nack(c.recv(), 7, Reason::TooLarge);
     // PING is answered.
     c.send(Message::Ping { token: 99 }, &[]);
     assert_eq!(c.recv(), Some(Message::Pong { token: 99 }));
@@ -461,23 +459,10 @@ fn allow_lists_require_auth_replays_and_sink_failures() {
     let mut c = Client::connect(&d, "native");
     c.hello("blocked");
     c.frame(0, &jpeg(903, 1000));
-    assert!(matches!(
-        c.recv_reply(),
-        Some(Message::Nack {
-            seq: 0,
-            reason: Reason::Malformed,
-            ..
-        })
-    ));
+    expect_nack(c.recv_reply(), 0, Reason::Malformed);
     c.frame(1, &jpeg(904, 1000));
-    match c.recv_reply() {
-        Some(Message::Nack {
-            seq: 1,
-            reason: Reason::RejectedBySink,
-            text,
-        }) => assert!(text.contains("Not a directory"), "{text}"),
-        other => panic!("expected NACK rejected by sink, got {other:?}"),
-    }
+    let text = expect_nack(c.recv_reply(), 1, Reason::RejectedBySink);
+    assert!(text.contains("Not a directory"), "{text}");
     assert!(d.terminate().success());
     assert!(
         d.frames_root().join("blocked").is_file(),
@@ -515,18 +500,8 @@ fn a_frame_beyond_the_window_is_refused() {
     c.stream.write_all(&bytes).unwrap();
     let mut replies = vec![c.recv_reply().unwrap(), c.recv_reply().unwrap()];
     replies.sort_by_key(|m| matches!(m, Message::Ack { .. }));
-    assert!(
-        matches!(
-            &replies[0],
-            Message::Nack {
-                seq: 2,
-                reason: Reason::WindowExceeded,
-                ..
-            }
-        ),
-        "{replies:?}"
-    );
-    assert_eq!(replies[1], Message::Ack { seq: 1 });
+    assert_eq!(replies[1], Message::Ack { seq: 1 }, "{replies:?}");
+    expect_nack(Some(replies.swap_remove(0)), 2, Reason::WindowExceeded);
     assert!(d.terminate().success());
     assert_frames_eq(&d.frames("cam", "one"), &[a]);
 }
@@ -574,26 +549,13 @@ command = ["@DIR@/hook.sh", "{seq}", "@DIR@/hook.log"]
         }),
         &damaged,
     );
-    match c.recv_reply() {
-        Some(Message::Nack {
-            seq: 1,
-            reason: Reason::ChecksumMismatch,
-            text,
-        }) => assert!(text.contains("CRC-32C"), "{text}"),
-        other => panic!("expected a checksum NACK, got {other:?}"),
-    }
+    let text = expect_nack(c.recv_reply(), 1, Reason::ChecksumMismatch);
+    assert!(text.contains("CRC-32C"), "{text}");
     let line = d.wait_for_log(&["device cam", "#1 refused (checksum mismatch)"], WAIT);
     assert!(line.contains("127.0.0.1:"), "names the peer: {line}");
     // Too large: refused and logged the same way.
     c.frame(2, &jpeg(301, 150_000));
-    assert!(matches!(
-        c.recv_reply(),
-        Some(Message::Nack {
-            seq: 2,
-            reason: Reason::TooLarge,
-            ..
-        })
-    ));
+    expect_nack(c.recv_reply(), 2, Reason::TooLarge);
     d.wait_for_log(
         &["device cam", "#2 refused (too large)", "max_frame_bytes"],
         WAIT,
