@@ -17,6 +17,10 @@
 //! device (`load.rs`, `native.rs`: the generator of the other tables). `FG_BENCH_DEVICES=
 //! pollers` or `threads` keeps one; `FG_BENCH_POLLERS=N` sets the number of pollers.
 //!
+//! `benches/netns.sh` runs this bench with the daemon and the devices in two network namespaces
+//! joined by a veth link (`FG_BENCH_DAEMON_NETNS=NAME` runs the daemon in that namespace,
+//! `FG_BENCH_BIND=ADDR` is where it listens) instead of on loopback.
+//!
 //! A benchmark reports; it does not assert speed. It exits non-zero only when a correctness
 //! check fails (a frame missing, a file missing, a daemon error).
 

@@ -97,7 +97,29 @@ impl Framing {
     }
 }
 
-/// The config for one run in `dir`: one listener on 127.0.0.1:0 with `framing`, one sink.
+/// The address the daemon listens on: 127.0.0.1, or `FG_BENCH_BIND` (set by
+/// `benches/netns.sh` to the daemon's end of a veth link).
+pub fn bind_address() -> String {
+    std::env::var("FG_BENCH_BIND")
+        .ok()
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".to_string())
+}
+
+/// Where the devices reach the daemon, for the reports: loopback, or (`benches/netns.sh`)
+/// a veth link between two network namespaces.
+pub fn network() -> String {
+    match std::env::var("FG_BENCH_DAEMON_NETNS") {
+        Ok(ns) if !ns.is_empty() => format!(
+            "a veth link with threaded NAPI: the daemon in network namespace {ns:?} on {}, the devices in another",
+            bind_address()
+        ),
+        _ => "loopback".to_string(),
+    }
+}
+
+/// The config for one run in `dir`: one listener on 127.0.0.1:0 (or [`bind_address`]) with
+/// `framing`, one sink.
 /// Native sessions keep the defaults (`max_in_flight` 16, heartbeat 10 s) unless
 /// `FG_BENCH_MAX_IN_FLIGHT=N` sets `max_in_flight` (to see whether the window limits a run).
 pub fn config(dir: &Path, sink: SinkKind, framing: Framing) -> String {
@@ -121,7 +143,7 @@ level = "info"
 
 [[listener]]
 name = "bench"
-bind = "127.0.0.1:0"
+bind = "{bind}:0"
 framing = "{framing}"
 idle_timeout = "10m"
 {window}
@@ -131,6 +153,7 @@ name = "out"
 "#,
         state = dir.join("state").display(),
         framing = framing.config_name(),
+        bind = bind_address(),
     )
 }
 
@@ -160,7 +183,17 @@ impl Daemon {
                 || PathBuf::from(env!("CARGO_BIN_EXE_framegate")),
                 PathBuf::from,
             );
-        let mut child = Command::new(binary)
+        // FG_BENCH_DAEMON_NETNS runs it in that network namespace; `ip netns exec` execs
+        // in place, so the pid the bench samples stays the daemon's.
+        let mut command = match std::env::var("FG_BENCH_DAEMON_NETNS") {
+            Ok(ns) if !ns.is_empty() => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns]).arg(binary);
+                c
+            }
+            _ => Command::new(binary),
+        };
+        let mut child = command
             .arg("run")
             .arg("--config")
             .arg(&config_path)

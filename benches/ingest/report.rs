@@ -71,8 +71,9 @@ pub fn native_table(generator: Generator, rows: &[NativeRow]) {
             format!("{n}, set by FG_BENCH_MAX_IN_FLIGHT")
         });
     println!(
-        "## Native protocol with ACKs vs u32le, both into `discard`; devices: {}",
-        generator.label()
+        "## Native protocol with ACKs vs u32le, both into `discard`; devices: {}; network: {}",
+        generator.label(),
+        super::daemon::network()
     );
     println!();
     println!("Same payload, connections, frames per connection and device generator; rounds interleaved, the order alternating. MB/s = payload bytes / (start until the daemon exited after SIGTERM). \"device clock\": until the last device saw EOF (u32le) or its last ACK (native: every frame committed and recorded). Native devices do HELLO/WELCOME before the clock starts and keep WELCOME's max_in_flight ({window}) frames unanswered.");
