@@ -106,15 +106,23 @@ pub fn bind_address() -> String {
         .unwrap_or_else(|| "127.0.0.1".to_string())
 }
 
+/// The network namespace the daemon runs in: `FG_BENCH_DAEMON_NETNS` (set by
+/// `benches/netns.sh`), or none (the bench's own).
+fn daemon_netns() -> Option<String> {
+    std::env::var("FG_BENCH_DAEMON_NETNS")
+        .ok()
+        .filter(|ns| !ns.is_empty())
+}
+
 /// Where the devices reach the daemon, for the reports: loopback, or (`benches/netns.sh`)
 /// a veth link between two network namespaces.
 pub fn network() -> String {
-    match std::env::var("FG_BENCH_DAEMON_NETNS") {
-        Ok(ns) if !ns.is_empty() => format!(
+    match daemon_netns() {
+        Some(ns) => format!(
             "a veth link with threaded NAPI: the daemon in network namespace {ns:?} on {}, the devices in another",
             bind_address()
         ),
-        _ => "loopback".to_string(),
+        None => "loopback".to_string(),
     }
 }
 
@@ -185,13 +193,13 @@ impl Daemon {
             );
         // FG_BENCH_DAEMON_NETNS runs it in that network namespace; `ip netns exec` execs
         // in place, so the pid the bench samples stays the daemon's.
-        let mut command = match std::env::var("FG_BENCH_DAEMON_NETNS") {
-            Ok(ns) if !ns.is_empty() => {
+        let mut command = match daemon_netns() {
+            Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", &ns]).arg(binary);
                 c
             }
-            _ => Command::new(binary),
+            None => Command::new(binary),
         };
         let mut child = command
             .arg("run")
