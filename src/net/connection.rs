@@ -12,6 +12,7 @@ use mio::net::TcpStream;
 use super::codec::{Codec, Completed};
 use super::imagezmq::{ArrayJob, ZmtpSession};
 use super::native::{Directory, Limits, NativeFrame, NativeSession, Step};
+use super::replies::{ReplyWriter, Socket};
 use crate::framing::Framing;
 use crate::framing::{DecodeError, Decoder, Event};
 use crate::protocol::{Decoded, FrameHeader};
@@ -121,8 +122,8 @@ pub enum Pumped {
 
 /// One device connection's state machine.
 pub struct Connection {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket, shared with the reply writer.
+    pub socket: Arc<Socket>,
     /// Identity of the peer.
     pub peer: Peer,
     /// Last time bytes arrived (or the connection was unstalled).
@@ -153,6 +154,13 @@ pub struct Connection {
     array: Option<ArrayJob>,
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The reply writer may hold the socket open a little longer, for replies it writes.
+        self.socket.close();
+    }
+}
+
 impl Connection {
     /// A new connection using `decoder` (for a native listener, see [`Connection::native`]).
     pub fn new(
@@ -163,7 +171,7 @@ impl Connection {
         now: Instant,
     ) -> Self {
         Connection {
-            stream,
+            socket: Socket::new(stream),
             peer,
             last_activity: now,
             frames: 0,
@@ -243,7 +251,19 @@ impl Connection {
 
     /// Writes queued native replies until done or the socket would block; `Ok(true)` when
     /// bytes are still queued (the caller waits for writability).
-    pub fn flush(&mut self) -> io::Result<bool> {
+    ///
+    /// `hand_off`: give a native session's replies to `replies` instead (the turn answered
+    /// many connections). They go there anyway while it holds earlier ones of this connection.
+    pub fn flush(&mut self, replies: &ReplyWriter, hand_off: bool) -> io::Result<bool> {
+        if let Codec::Native(session) = &mut self.codec {
+            if hand_off || self.socket.is_handed_off() {
+                let queued = session.output();
+                let n = queued.len();
+                replies.hand_off(&self.socket, queued);
+                session.consume_output(n);
+                return Ok(false);
+            }
+        }
         loop {
             let pending = match &self.codec {
                 Codec::Native(session) => session.output(),
@@ -253,7 +273,7 @@ impl Connection {
             if pending.is_empty() {
                 return Ok(false);
             }
-            let n = match self.stream.write(pending) {
+            let n = match self.socket.tcp().write(pending) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
@@ -350,7 +370,7 @@ impl Connection {
             let missing = self.codec.payload_remaining();
             let direct = missing.is_some_and(|missing| missing >= DIRECT_READ_MIN);
             let (read, asked) = match self.codec.payload_spare() {
-                Some(spare) if direct => (recv_uninit(&self.stream, spare), spare.len()),
+                Some(spare) if direct => (recv_uninit(self.socket.tcp(), spare), spare.len()),
                 _ => {
                     let want = match missing {
                         // The end of this frame and the next header.
@@ -360,7 +380,7 @@ impl Connection {
                         None => scratch.len(),
                     };
                     let want = want.min(scratch.len());
-                    (self.stream.read(&mut scratch[..want]), want)
+                    (self.socket.tcp().read(&mut scratch[..want]), want)
                 }
             };
             let n = match read {

@@ -12,6 +12,7 @@ pub mod listener;
 pub mod native;
 pub mod ratelimit;
 pub mod reload;
+pub mod replies;
 pub mod server;
 
 pub use self::server::{Server, StartError};

@@ -29,6 +29,7 @@ use super::imagezmq::{Converted, Converter};
 use super::intake::{Intake, NativeDevices, Waiting};
 use super::native::Limits;
 use super::ratelimit::{LineLimiter, Verdict};
+use super::replies::ReplyWriter;
 use super::{activation, control, limits, listener, reload};
 use crate::config::{Config, ListenerConfig};
 use crate::frame::Frame;
@@ -48,11 +49,16 @@ const FIRST_CONNECTION: usize = 1 << 20;
 /// The control socket (`framegate status`).
 const CONTROL: Token = Token(FIRST_CONNECTION - 1);
 
+/// A turn that answers at least this many connections hands their replies to the reply
+/// writer thread. Below it, writing them here costs less than waking the writer: a single
+/// busy device is answered at once. Turns in a 1000-device burst answer 4 or 16 (the sink
+/// workers' completions come in batches); docs/BENCHMARKS.md has the comparison.
+const HAND_OFF_MIN: usize = 4;
+
 /// Size of the one read buffer all connections share (the loop reads one socket at a time).
 pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// How often idle connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
-/// How long a shutdown waits for received frames to reach their sinks.
 /// How long the config file must be quiet before a change is reloaded.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
 /// How often `STATUS=` goes to systemd.
@@ -139,6 +145,8 @@ pub struct Server {
     to_record: Vec<Pending>,
     /// Connections given replies this turn, written once at its end.
     answered: HashSet<Token>,
+    /// Writes native replies for turns that answered many connections.
+    replies: ReplyWriter,
     /// Set by the first message since the loop last drained; see [`Wake`].
     wake_pending: Arc<AtomicBool>,
     store_thread: Option<JoinHandle<SequenceStore>>,
@@ -304,6 +312,8 @@ impl Server {
                 unused.name, unused.addr
             );
         }
+        let replies =
+            ReplyWriter::start().map_err(|e| fail("cannot start the reply writer thread", &e))?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
             .map_err(|e| fail("cannot install signal handlers", &e))?;
         poll.registry()
@@ -368,6 +378,7 @@ impl Server {
             recording: 0,
             to_record: Vec::new(),
             answered: HashSet::new(),
+            replies,
 
             messages,
             wake_pending,
@@ -671,8 +682,10 @@ impl Server {
 
     /// Writes the replies queued this turn, once per connection however many it got.
     fn flush_answered(&mut self) {
+        // Many ACKs at once go to the writer thread (see `replies`); a few are cheaper here.
+        let hand_off = self.answered.len() >= HAND_OFF_MIN;
         for token in std::mem::take(&mut self.answered) {
-            self.flush_conn(token);
+            self.write_replies(token, hand_off);
         }
         self.end_http_turn();
     }
@@ -860,10 +873,15 @@ impl Server {
     /// Writes a connection's queued native replies; waits for writability if the socket is
     /// full, and closes the connection if writing failed.
     fn flush_conn(&mut self, token: Token) {
+        self.write_replies(token, false);
+    }
+
+    /// [`Self::flush_conn`], or with `hand_off` gives native replies to the reply writer.
+    fn write_replies(&mut self, token: Token, hand_off: bool) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        let interest = match conn.flush() {
+        let interest = match conn.flush(&self.replies, hand_off) {
             Ok(true) => Interest::READABLE | Interest::WRITABLE,
             Ok(false) => Interest::READABLE,
             Err(e) => {
@@ -873,10 +891,10 @@ impl Server {
         };
         if conn.wants_writable != interest.is_writable() {
             conn.wants_writable = interest.is_writable();
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(&mut conn.stream, token, interest)
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .reregister(&mut conn.socket.source(), token, interest)
             {
                 self.close(token, Closed::Io(e));
             }
@@ -889,7 +907,7 @@ impl Server {
         };
         // Its buffers are free now: worth giving back once the loop is quiet.
         self.heap_used = true;
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = self.poll.registry().deregister(&mut conn.socket.source());
         let listener = conn.peer.listener_name.to_string();
         let (addr, device) = (conn.peer.addr, conn.peer.device.clone());
         let counts = format!("{} frames, {} bytes", conn.frames, conn.bytes);
@@ -1028,7 +1046,7 @@ impl Server {
             let Some(mut conn) = self.conns.remove(&token) else {
                 continue;
             };
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = self.poll.registry().deregister(&mut conn.socket.source());
             let listener = conn.peer.listener_name.to_string();
             let mut dropped = conn.is_mid_frame();
             let mut inside = match (conn.is_mid_frame(), conn.announced()) {
@@ -1330,8 +1348,8 @@ impl Server {
             .collect();
         for token in idle {
             self.say_goodbye(token);
-            if let Some(mut conn) = self.conns.remove(&token) {
-                let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Some(conn) = self.conns.remove(&token) {
+                let _ = self.poll.registry().deregister(&mut conn.socket.source());
                 if conn.is_mid_frame() {
                     self.intake.devices.dropped(&conn.peer.device);
                     info!(
@@ -1374,7 +1392,7 @@ impl Server {
                 "framegate is shutting down; resend later",
             );
             if let Some(conn) = self.conns.get_mut(&token) {
-                let _ = conn.flush();
+                let _ = conn.flush(&self.replies, false);
             }
         }
     }
