@@ -50,9 +50,9 @@ const FIRST_CONNECTION: usize = 1 << 20;
 const CONTROL: Token = Token(FIRST_CONNECTION - 1);
 
 /// A turn that answers at least this many connections hands their replies to the reply
-/// writer thread. Below it, writing them here costs less than waking the writer: a single
-/// busy device is answered at once. Turns in a 1000-device burst answer 4 or 16 (the sink
-/// workers' completions come in batches); docs/BENCHMARKS.md has the comparison.
+/// writer thread. Below it the loop writes them itself, so a single busy device is answered
+/// without a thread switch (a prototype that handed off every reply slowed that shape). Turns that answer anyone in a 1000-device burst mostly
+/// answer 4 or 16 connections; docs/BENCHMARKS.md ("The reply writer") has the comparison.
 const HAND_OFF_MIN: usize = 4;
 
 /// Size of the one read buffer all connections share (the loop reads one socket at a time).
