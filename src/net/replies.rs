@@ -267,9 +267,8 @@ impl Writer {
 
     /// Writes what full sockets hold; drops it for closed ones (and for all, when stopping).
     fn retry_waiting(&mut self, stop: bool) {
-        let fds: Vec<RawFd> = self.waiting.keys().copied().collect();
-        for fd in fds {
-            let backlog = self.waiting.get_mut(&fd).expect("key just listed");
+        let registry = self.poll.registry();
+        self.waiting.retain(|fd, backlog| {
             let done = match write_some(&backlog.socket, &backlog.bytes) {
                 Ok(n) => {
                     backlog.bytes.drain(..n);
@@ -280,11 +279,11 @@ impl Writer {
                 Err(_) => true,
             };
             if done {
-                let backlog = self.waiting.remove(&fd).expect("key just listed");
-                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                let _ = registry.deregister(&mut SourceFd(fd));
                 release(&backlog.socket, backlog.hand_offs);
             }
-        }
+            !done
+        });
     }
 }
 

@@ -51,8 +51,9 @@ const CONTROL: Token = Token(FIRST_CONNECTION - 1);
 
 /// A turn that answers at least this many connections hands their replies to the reply
 /// writer thread. Below it the loop writes them itself, so a single busy device is answered
-/// without a thread switch (a prototype that handed off every reply slowed that shape). Turns that answer anyone in a 1000-device burst mostly
-/// answer 4 or 16 connections; docs/BENCHMARKS.md ("The reply writer") has the comparison.
+/// without a thread switch (a prototype that handed off every reply slowed that shape).
+/// Turns that answer anyone in a 1000-device burst mostly answer 4 or 16 connections;
+/// docs/BENCHMARKS.md ("The reply writer") has the comparison.
 const HAND_OFF_MIN: usize = 4;
 
 /// Size of the one read buffer all connections share (the loop reads one socket at a time).
@@ -682,7 +683,6 @@ impl Server {
 
     /// Writes the replies queued this turn, once per connection however many it got.
     fn flush_answered(&mut self) {
-        // Many ACKs at once go to the writer thread (see `replies`); a few are cheaper here.
         let hand_off = self.answered.len() >= HAND_OFF_MIN;
         for token in std::mem::take(&mut self.answered) {
             self.write_replies(token, hand_off);
