@@ -204,8 +204,10 @@ impl Writer {
             let timeout = (!self.waiting.is_empty()).then_some(CLOSED_CHECK);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    error!("reply writer: cannot wait for sockets: {e}");
-                    return;
+                    // Not expected to last; a writer that stopped would leave devices
+                    // unanswered, so it keeps going, a little slower.
+                    error!("reply writer: cannot wait for sockets: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
             // Every wake-up leads to the same work: the inbox, then every waiting socket.
