@@ -215,10 +215,7 @@ fn many_devices_at_once_each_get_exactly_their_own_acks() {
                 let name = format!("cam-{i:02}");
                 assert!(matches!(
                     c.hello(&name),
-                    Message::Welcome {
-                        max_in_flight: 16,
-                        ..
-                    }
+                    Message::Welcome { max_in_flight, .. } if max_in_flight as usize == WINDOW
                 ));
                 let sent = frames(i as u64, FRAMES, 2_000, 12_000);
                 barrier.wait();
@@ -242,9 +239,9 @@ fn many_devices_at_once_each_get_exactly_their_own_acks() {
     let sent: Vec<(String, Vec<Vec<u8>>)> =
         devices.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(d.terminate().success());
-    for (name, frames) in &sent {
+    for (name, payloads) in &sent {
         let stored = d.frames(name, "native");
-        let seqs = assert_frames_eq(&stored, frames);
+        let seqs = assert_frames_eq(&stored, payloads);
         assert_eq!(seqs, (1..=FRAMES as u64).collect::<Vec<_>>(), "{name}");
     }
     assert_no_tmp(&d.frames_root());
