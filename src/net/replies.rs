@@ -33,8 +33,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 pub struct Socket {
     tcp: TcpStream,
     fd: RawFd,
-    /// Hand-offs the writer has not finished with (written, or dropped after an error).
-    handed_off: AtomicUsize,
+    /// Bytes handed to the writer and not yet written (or dropped: after an error, or when
+    /// a closed connection's socket is full).
+    unwritten: AtomicUsize,
     /// The loop is done with the connection: what does not fit the socket now is dropped.
     closed: AtomicBool,
 }
@@ -46,7 +47,7 @@ impl Socket {
         Arc::new(Socket {
             tcp,
             fd,
-            handed_off: AtomicUsize::new(0),
+            unwritten: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
         })
     }
@@ -64,9 +65,14 @@ impl Socket {
     /// True while the writer holds bytes for this socket: later replies must go to it too,
     /// or they would overtake those.
     pub fn is_handed_off(&self) -> bool {
+        self.unwritten() > 0
+    }
+
+    /// Bytes the writer holds for this socket: handed off, not yet in the kernel.
+    pub fn unwritten(&self) -> usize {
         // Acquire: pairs with the writer's release, so once this reads 0 the writer is done
         // with the socket and the loop may write to it itself.
-        self.handed_off.load(Ordering::Acquire) > 0
+        self.unwritten.load(Ordering::Acquire)
     }
 
     /// The loop is done with the connection: the writer gives up on bytes that do not fit
@@ -124,7 +130,7 @@ impl ReplyWriter {
         if bytes.is_empty() {
             return;
         }
-        socket.handed_off.fetch_add(1, Ordering::AcqRel);
+        socket.unwritten.fetch_add(bytes.len(), Ordering::AcqRel);
         let was_empty = {
             let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
             let was_empty = inbox.parts.is_empty();
@@ -164,8 +170,6 @@ impl Drop for ReplyWriter {
 struct Backlog {
     socket: Arc<Socket>,
     bytes: Vec<u8>,
-    /// Hand-offs these bytes complete, released once they are written.
-    hand_offs: usize,
 }
 
 /// The thread's side: writes hand-offs; waits for room on sockets that were full.
@@ -226,18 +230,18 @@ impl Writer {
             // A waiting socket is held open by its backlog, so its descriptor names it alone.
             if let Some(backlog) = self.waiting.get_mut(&socket.fd) {
                 backlog.bytes.extend_from_slice(part);
-                backlog.hand_offs += 1;
                 continue;
             }
             let Ok(written) = write_some(&socket, part) else {
-                release(&socket, 1); // the loop hears of the error from its reads
+                release(&socket, part.len()); // the loop hears of the error from its reads
                 continue;
             };
             // No room for the rest of a closed connection's bytes: nobody would wait for it.
             if written == part.len() || stop || socket.closed.load(Ordering::Acquire) {
-                release(&socket, 1);
+                release(&socket, part.len());
             } else {
-                self.wait_for_room(socket, part[written..].to_vec(), 1);
+                release(&socket, written);
+                self.wait_for_room(socket, part[written..].to_vec());
             }
         }
         self.taken.bytes = bytes;
@@ -246,7 +250,7 @@ impl Writer {
     }
 
     /// Starts waiting for room on a full socket.
-    fn wait_for_room(&mut self, socket: Arc<Socket>, bytes: Vec<u8>, hand_offs: usize) {
+    fn wait_for_room(&mut self, socket: Arc<Socket>, bytes: Vec<u8>) {
         let fd = socket.fd;
         if let Err(e) = self.poll.registry().register(
             &mut SourceFd(&fd),
@@ -254,17 +258,10 @@ impl Writer {
             Interest::WRITABLE,
         ) {
             error!("reply writer: cannot wait for room on a device socket: {e}");
-            release(&socket, hand_offs);
+            release(&socket, bytes.len());
             return;
         }
-        self.waiting.insert(
-            fd,
-            Backlog {
-                socket,
-                bytes,
-                hand_offs,
-            },
-        );
+        self.waiting.insert(fd, Backlog { socket, bytes });
     }
 
     /// Writes what full sockets hold; drops it for closed ones (and for all, when stopping).
@@ -274,6 +271,7 @@ impl Writer {
             let done = match write_some(&backlog.socket, &backlog.bytes) {
                 Ok(n) => {
                     backlog.bytes.drain(..n);
+                    release(&backlog.socket, n);
                     backlog.bytes.is_empty()
                         || stop
                         || backlog.socket.closed.load(Ordering::Acquire)
@@ -282,7 +280,8 @@ impl Writer {
             };
             if done {
                 let _ = registry.deregister(&mut SourceFd(fd));
-                release(&backlog.socket, backlog.hand_offs);
+                // What is left is dropped.
+                release(&backlog.socket, backlog.bytes.len());
             }
             !done
         });
@@ -304,10 +303,11 @@ fn write_some(socket: &Socket, bytes: &[u8]) -> io::Result<usize> {
     Ok(written)
 }
 
-/// The writer is done with `count` hand-offs of this socket.
-fn release(socket: &Socket, count: usize) {
-    // Release: the loop, seeing the count drop, sees the writes (and deregistration) done.
-    socket.handed_off.fetch_sub(count, Ordering::AcqRel);
+/// The writer is done with `bytes` of what was handed off for this socket (wrote or dropped
+/// them).
+fn release(socket: &Socket, bytes: usize) {
+    // Release: the loop, seeing the count drop, sees those writes done.
+    socket.unwritten.fetch_sub(bytes, Ordering::AcqRel);
 }
 
 #[cfg(test)]
