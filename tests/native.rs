@@ -652,3 +652,82 @@ command = ["@DIR@/hook.sh", "{seq}", "@DIR@/hook.log"]
         "the hook ran once, for the good copy"
     );
 }
+
+/// A device that sends without reading its ACKs would make the daemon hold the replies: once
+/// more wait than a device keeping to its window can leave unread, the connection is closed
+/// with a log line naming the peer. Its committed frame stays stored once, and the device, the
+/// next time round, and everyone else are served.
+#[test]
+fn a_device_that_never_reads_its_acks_is_closed_and_others_keep_streaming() {
+    let mut d = daemon();
+    let addr = d.addr("native");
+    // A small receive buffer, so the kernel's share of the unread replies fills soon.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect_timeout(&addr.into(), WAIT).unwrap();
+    let mut c = Client {
+        stream: socket.into(),
+        decoder: MessageDecoder::new(u64::MAX),
+    };
+    c.stream.set_read_timeout(Some(WAIT)).unwrap();
+    c.stream.set_write_timeout(Some(WAIT)).unwrap();
+    assert!(matches!(c.hello("deaf-cam"), Message::Welcome { .. }));
+    // Small, so that each resend makes the most reply bytes.
+    let payload = jpeg(920, 8);
+    c.frame(1, &payload);
+    assert_eq!(c.recv_reply(), Some(Message::Ack { seq: 1 }));
+
+    // From now on the device only writes: resends of frame 1, each answered with an ACK of
+    // 16 bytes and stored nowhere. 1000 of them per write, for at most 64 MiB.
+    let mut resend = Vec::new();
+    let header = FrameHeader {
+        seq: 1,
+        captured_us: 0,
+        content_type: ContentType::Jpeg,
+        meta: vec![],
+        payload_len: payload.len() as u32,
+        crc32c: checksum(&payload),
+    };
+    for _ in 0..1000 {
+        Message::Frame(header.clone()).encode(&mut resend);
+        resend.extend_from_slice(&payload);
+    }
+    let mut sent = 0;
+    let refused = loop {
+        assert!(
+            sent < 64 << 20,
+            "the daemon still reads from a device that left {sent} bytes of resends unanswered"
+        );
+        match c.stream.write_all(&resend) {
+            Ok(()) => sent += resend.len(),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            refused.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "the daemon should have closed the connection, got {refused} after {sent} bytes"
+    );
+    let line = d.wait_for_log(&["deaf-cam", "bytes of replies wait unread"], WAIT);
+    assert!(line.contains("127.0.0.1:"), "the peer is named: {line}");
+
+    // Another device streams as usual; the deaf one, reconnected, learns frame 1 is committed.
+    let mut other = Client::connect(&d, "native");
+    assert!(matches!(other.hello("porch"), Message::Welcome { .. }));
+    let porch = jpeg(921, 5000);
+    other.frame(1, &porch);
+    assert_eq!(other.recv_reply(), Some(Message::Ack { seq: 1 }));
+    let mut again = Client::connect(&d, "native");
+    assert!(matches!(
+        again.hello("deaf-cam"),
+        Message::Welcome {
+            committed_through: 1,
+            ..
+        }
+    ));
+    assert!(d.terminate().success());
+    assert_frames_eq(&d.frames("deaf-cam", "native"), &[payload]);
+    assert_frames_eq(&d.frames("porch", "native"), &[porch]);
+}

@@ -15,6 +15,7 @@ use super::native::{Directory, Limits, NativeFrame, NativeSession, Step};
 use super::replies::{ReplyWriter, Socket};
 use crate::framing::Framing;
 use crate::framing::{DecodeError, Decoder, Event};
+use crate::protocol::wire::{HEADER_LEN, MAX_TEXT};
 use crate::protocol::{Decoded, FrameHeader};
 use crate::zmtp::{self, ImagezmqFrame};
 
@@ -96,6 +97,14 @@ pub enum Closed {
     Io(io::Error),
     /// The native session ended it (the reason is in the GOODBYE sent, and here).
     Protocol(String),
+    /// The device left more reply bytes unread than it can while keeping its window: it
+    /// sends without reading its ACKs (see [`Connection::replies_overdue`]).
+    RepliesUnread {
+        /// Reply bytes waiting for room in the socket.
+        unsent: usize,
+        /// The most a device within its window can leave.
+        limit: usize,
+    },
 }
 
 /// How the input of a connection ended.
@@ -119,6 +128,14 @@ pub enum Pumped {
     /// Finished; the caller deregisters and drops it.
     Closed(Closed),
 }
+
+/// Reply bytes any connection may leave unread, beyond its window's answers: room for PINGs,
+/// the handshake and a reply writer's turn not yet written. Far more than a device that keeps
+/// to its window ever leaves; little enough that thousands of connections stay cheap.
+const UNREAD_REPLIES_SLACK: usize = 64 << 10;
+
+/// The longest answer to one FRAME: a NACK with the longest reason text.
+const LONGEST_ANSWER: usize = HEADER_LEN + 8 + 2 + MAX_TEXT;
 
 /// One device connection's state machine.
 pub struct Connection {
@@ -286,6 +303,27 @@ impl Connection {
                 Codec::Legacy(_) => unreachable!("returned above"),
             }
         }
+    }
+
+    /// Reply bytes the socket has not taken yet (queued here or held by the reply writer),
+    /// when they are more than a device that keeps to its window can leave unread: returns
+    /// `(unsent, limit)`.
+    ///
+    /// A native device sends a frame past its window only after reading an answer, and an
+    /// imagezmq (REQ) device sends its next request after reading the reply, so what the
+    /// device has not read stays within its window's answers. More means it sends without
+    /// reading, and the replies would pile up in the daemon's memory, so the caller closes
+    /// the connection: frames already committed stay stored, and the device gets their ACKs
+    /// again when it resends them.
+    pub fn replies_overdue(&self) -> Option<(usize, usize)> {
+        let (queued, window) = match &self.codec {
+            Codec::Native(session) => (session.output().len(), self.native_limits.max_in_flight),
+            Codec::Zmtp(session) => (session.server.output().len(), 1),
+            Codec::Legacy(_) => return None,
+        };
+        let unsent = queued + self.socket.unwritten();
+        let limit = UNREAD_REPLIES_SLACK + usize::from(window) * LONGEST_ANSWER;
+        (unsent > limit).then_some((unsent, limit))
     }
 
     /// The connection fell silent for its idle timeout and is being closed: returns a frame
@@ -630,6 +668,20 @@ mod tests {
 
     use super::*;
     use crate::framing::Framing;
+    use crate::protocol::{Message, Reason};
+
+    #[test]
+    fn the_longest_answer_is_a_nack_with_the_longest_text() {
+        let mut out = Vec::new();
+        Message::Nack {
+            seq: u64::MAX,
+            reason: Reason::Malformed,
+            text: "x".repeat(MAX_TEXT + 10),
+        }
+        .encode(&mut out);
+        assert_eq!(out.len(), LONGEST_ANSWER);
+        assert_eq!(LONGEST_ANSWER, 273, "docs/PROTOCOL.md quotes the number");
+    }
 
     /// Admits up to `room` frames, then refuses, like sinks with a full queue.
     struct Gate {

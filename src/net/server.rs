@@ -881,7 +881,12 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        let interest = match conn.flush(&self.replies, hand_off) {
+        let flushed = conn.flush(&self.replies, hand_off);
+        if let Some((unsent, limit)) = conn.replies_overdue() {
+            self.close(token, Closed::RepliesUnread { unsent, limit });
+            return;
+        }
+        let interest = match flushed {
             Ok(true) => Interest::READABLE | Interest::WRITABLE,
             Ok(false) => Interest::READABLE,
             Err(e) => {
@@ -911,14 +916,15 @@ impl Server {
         let listener = conn.peer.listener_name.to_string();
         let (addr, device) = (conn.peer.addr, conn.peer.device.clone());
         let counts = format!("{} frames, {} bytes", conn.frames, conn.bytes);
+        // The device id a native session gave, else the listener's name for the peer.
+        let named = conn
+            .session()
+            .and_then(|s| s.device().cloned())
+            .unwrap_or_else(|| device.clone());
         if !matches!(why, Closed::PeerClosed | Closed::EndOfStream) {
             let dropped =
                 matches!(why, Closed::Decode(DecodeError::Truncated { .. })) || conn.is_mid_frame();
             self.http.metrics().error(&conn.peer.listener_name, dropped);
-            let named = conn
-                .session()
-                .and_then(|s| s.device().cloned())
-                .unwrap_or_else(|| device.clone());
             self.intake.devices.error(&named);
             if matches!(why, Closed::Decode(DecodeError::Truncated { .. })) || conn.is_mid_frame() {
                 self.intake.devices.dropped(&named);
@@ -947,6 +953,9 @@ impl Server {
             )),
             Closed::Io(e) => self.device_warning(&device, format!(
                 "connection from {addr} (device {device}) on {listener:?} failed: {e}; closed after {counts}"
+            )),
+            Closed::RepliesUnread { unsent, limit } => self.device_warning(&named, format!(
+                "connection from {addr} (device {named}) on {listener:?} closed: {unsent} bytes of replies wait unread, more than the {limit} a device that keeps to its window can leave; the device sends without reading its ACKs (frames already committed stay stored and are ACKed again when it resends them); closed after {counts}"
             )),
         }
         if self.accept_paused && self.conns.len() < self.max_connections {
