@@ -881,12 +881,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        let flushed = conn.flush(&self.replies, hand_off);
-        if let Some((unsent, limit)) = conn.replies_overdue() {
-            self.close(token, Closed::RepliesUnread { unsent, limit });
-            return;
-        }
-        let interest = match flushed {
+        let interest = match conn.flush(&self.replies, hand_off) {
             Ok(true) => Interest::READABLE | Interest::WRITABLE,
             Ok(false) => Interest::READABLE,
             Err(e) => {
@@ -894,6 +889,10 @@ impl Server {
                 return;
             }
         };
+        if let Some((unsent, limit)) = conn.replies_overdue() {
+            self.close(token, Closed::RepliesUnread { unsent, limit });
+            return;
+        }
         if conn.wants_writable != interest.is_writable() {
             conn.wants_writable = interest.is_writable();
             if let Err(e) =
