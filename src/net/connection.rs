@@ -290,7 +290,11 @@ impl Connection {
             if pending.is_empty() {
                 return Ok(false);
             }
-            let n = match self.socket.tcp().write(pending) {
+            let written = match self.codec {
+                Codec::Native(_) => self.socket.write_replies(pending),
+                _ => self.socket.tcp().write(pending),
+            };
+            let n = match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),

@@ -75,6 +75,19 @@ impl Socket {
         self.unwritten.load(Ordering::Acquire)
     }
 
+    /// Writes replies: as much of `bytes` as the socket takes now (`WouldBlock` when none).
+    ///
+    /// Then it keeps the connection out of TCP's delayed-ACK ("pingpong") mode. Linux enters
+    /// that mode on a socket that sends data soon after receiving some, as every reply does;
+    /// the device's next frames then wait for ACKs that the daemon only sends when it reads.
+    /// Measured in docs/BENCHMARKS.md ("Quick ACKs").
+    pub fn write_replies(&self, bytes: &[u8]) -> io::Result<usize> {
+        let n = (&self.tcp).write(bytes)?;
+        // A failure here only costs speed; the write happened.
+        let _ = socket2::SockRef::from(&self.tcp).set_quickack(true);
+        Ok(n)
+    }
+
     /// The loop is done with the connection: the writer gives up on bytes that do not fit
     /// now (within [`CLOSED_CHECK`]).
     pub fn close(&self) {
@@ -292,7 +305,7 @@ impl Writer {
 fn write_some(socket: &Socket, bytes: &[u8]) -> io::Result<usize> {
     let mut written = 0;
     while written < bytes.len() {
-        match (&socket.tcp).write(&bytes[written..]) {
+        match socket.write_replies(&bytes[written..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -1,4 +1,4 @@
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::net::{TcpListener, TcpStream as StdStream};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ fn pair() -> (Arc<Socket>, StdStream) {
 }
 
 /// Waits (bounded) until `done` holds.
-fn eventually(what: &str, done: impl Fn() -> bool) {
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
@@ -109,4 +109,49 @@ fn dropping_the_writer_does_not_wait_for_a_device_that_does_not_read() {
     // Joins the thread: returns once what fits was written and the rest dropped.
     drop(writer);
     assert_eq!(socket.unwritten(), 0, "dropped bytes still counted");
+}
+
+/// Whether Linux has the socket in quick-ACK mode (not "pingpong", the delayed-ACK mode it
+/// enters on a socket that answers what it received).
+fn quickack(socket: &Socket) -> bool {
+    socket2::SockRef::from(socket.tcp()).quickack().unwrap()
+}
+
+#[test]
+fn replies_leave_the_socket_in_quick_ack_mode() {
+    let (socket, mut device) = pair();
+    // A frame arrives and the server reads it all.
+    let mut frame_arrives = || {
+        device.write_all(b"frame").unwrap();
+        let mut got = [0u8; 5];
+        eventually("the frame arrived", || {
+            (&socket.tcp).read(&mut got).is_ok_and(|n| n == 5)
+        });
+    };
+    // A reply written as any program would, soon after (within the ACK timeout, 40 ms or more;
+    // retried, as a loaded machine may stall this thread longer): the kernel takes the
+    // connection for interactive traffic and delays its ACKs.
+    let pingpong = (0..20).any(|_| {
+        frame_arrives();
+        (&socket.tcp).write_all(b"ack").unwrap();
+        !quickack(&socket)
+    });
+    assert!(pingpong, "plain replies never switched delayed ACKs on");
+    // The same through write_replies: quick ACKs stay on.
+    frame_arrives();
+    assert_eq!(socket.write_replies(b"ACK").unwrap(), 3);
+    assert!(
+        quickack(&socket),
+        "write_replies left the socket in delayed-ACK mode"
+    );
+    let mut replies = Vec::new();
+    device
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    while !replies.ends_with(b"ACK") {
+        let mut buf = [0u8; 64];
+        let n = device.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed");
+        replies.extend_from_slice(&buf[..n]);
+    }
 }
