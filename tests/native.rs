@@ -154,12 +154,8 @@ fn frames_are_acked_after_they_are_stored_and_duplicates_are_not_stored_twice() 
     assert_eq!(c.recv(), Some(Message::Ack { seq: 5 }));
     header_for_bad_crc[10] ^= 0xff;
     let header = FrameHeader {
-        seq: 6,
-        captured_us: 0,
-        content_type: ContentType::Jpeg,
-        meta: vec![],
-        payload_len: header_for_bad_crc.len() as u32,
         crc32c: checksum(&header_for_bad_crc) ^ 1,
+        ..jpeg_header(6, &header_for_bad_crc)
     };
     c.send(Message::Frame(header), &header_for_bad_crc);
     expect_nack(c.recv(), 6, Reason::ChecksumMismatch);
@@ -546,15 +542,7 @@ fn a_frame_beyond_the_window_is_refused() {
     let (a, b) = (jpeg(910, 1000), jpeg(911, 1000));
     let mut bytes = Vec::new();
     for (seq, payload) in [(1u64, &a), (2, &b)] {
-        let header = FrameHeader {
-            seq,
-            captured_us: 0,
-            content_type: ContentType::Jpeg,
-            meta: vec![],
-            payload_len: payload.len() as u32,
-            crc32c: checksum(payload),
-        };
-        Message::Frame(header).encode(&mut bytes);
+        Message::Frame(jpeg_header(seq, payload)).encode(&mut bytes);
         bytes.extend_from_slice(payload);
     }
     c.stream.write_all(&bytes).unwrap();
@@ -680,14 +668,7 @@ fn a_device_that_never_reads_its_acks_is_closed_and_others_keep_streaming() {
     // From now on the device only writes: resends of frame 1, each answered with an ACK of
     // 16 bytes and stored nowhere. 1000 of them per write, for at most 64 MiB.
     let mut resend = Vec::new();
-    let header = FrameHeader {
-        seq: 1,
-        captured_us: 0,
-        content_type: ContentType::Jpeg,
-        meta: vec![],
-        payload_len: payload.len() as u32,
-        crc32c: checksum(&payload),
-    };
+    let header = jpeg_header(1, &payload);
     for _ in 0..1000 {
         Message::Frame(header.clone()).encode(&mut resend);
         resend.extend_from_slice(&payload);

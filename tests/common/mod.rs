@@ -686,6 +686,19 @@ pub fn assert_ok(what: &str, output: &Output) {
     );
 }
 
+/// The header of native frame `seq` carrying `payload` as a JPEG: no capture time, no
+/// metadata, the payload's CRC-32C.
+pub fn jpeg_header(seq: u64, payload: &[u8]) -> framegate::protocol::FrameHeader {
+    framegate::protocol::FrameHeader {
+        seq,
+        captured_us: 0,
+        content_type: framegate::protocol::ContentType::Jpeg,
+        meta: vec![],
+        payload_len: payload.len() as u32,
+        crc32c: framegate::protocol::wire::checksum(payload),
+    }
+}
+
 /// Sends one native frame (seq 1) as `device` and returns the server's answer to it
 /// (after its WELCOME): an ACK or a NACK.
 pub fn native_frame(
@@ -701,15 +714,7 @@ pub fn native_frame(
         has_secret: false,
     }
     .encode(&mut bytes);
-    framegate::protocol::Message::Frame(framegate::protocol::FrameHeader {
-        seq: 1,
-        captured_us: 0,
-        content_type: framegate::protocol::ContentType::Jpeg,
-        meta: vec![],
-        payload_len: payload.len() as u32,
-        crc32c: framegate::protocol::wire::checksum(payload),
-    })
-    .encode(&mut bytes);
+    framegate::protocol::Message::Frame(jpeg_header(1, payload)).encode(&mut bytes);
     bytes.extend_from_slice(payload);
     std::io::Write::write_all(&mut stream, &bytes).unwrap();
     let mut decoder = framegate::protocol::MessageDecoder::new(0);
