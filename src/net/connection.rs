@@ -282,17 +282,18 @@ impl Connection {
             }
         }
         loop {
-            let pending = match &self.codec {
-                Codec::Native(session) => session.output(),
-                Codec::Zmtp(session) => session.server.output(),
+            let (pending, native) = match &self.codec {
+                Codec::Native(session) => (session.output(), true),
+                Codec::Zmtp(session) => (session.server.output(), false),
                 Codec::Legacy(_) => return Ok(false),
             };
             if pending.is_empty() {
                 return Ok(false);
             }
-            let written = match self.codec {
-                Codec::Native(_) => self.socket.write_replies(pending),
-                _ => self.socket.tcp().write(pending),
+            let written = if native {
+                self.socket.write_replies(pending)
+            } else {
+                self.socket.tcp().write(pending)
             };
             let n = match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
