@@ -925,7 +925,7 @@ impl Server {
                 matches!(why, Closed::Decode(DecodeError::Truncated { .. })) || conn.is_mid_frame();
             self.http.metrics().error(&conn.peer.listener_name, dropped);
             self.intake.devices.error(&named);
-            if matches!(why, Closed::Decode(DecodeError::Truncated { .. })) || conn.is_mid_frame() {
+            if dropped {
                 self.intake.devices.dropped(&named);
             }
         }
